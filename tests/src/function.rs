@@ -1,0 +1,150 @@
+//! A Lambda function binary run as a child process, with the environment the
+//! Lambda service would give it, polling a [`RuntimeApi`](crate::runtime_api::RuntimeApi).
+//!
+//! A separate process per function keeps each test's environment (which
+//! xrayprofile reads once per process) its own, as each Lambda execution
+//! environment is.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+
+/// The function name every test function runs as.
+pub const FUNCTION_NAME: &str = "fixture-function";
+
+/// A running function process; killed when dropped.
+pub struct Function {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// How to start a function process.
+pub struct Launch<'a> {
+    binary: &'a Path,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> Launch<'a> {
+    /// Runs `binary` against the Runtime API at `runtime_api` (`host:port`).
+    pub fn new(binary: &'a Path, runtime_api: &str) -> Launch<'a> {
+        let env = [
+            ("AWS_LAMBDA_RUNTIME_API", runtime_api),
+            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "local"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/fixture-function"),
+            ("AWS_REGION", crate::REGION),
+            ("RUST_LOG", "xrayprofile=debug,info"),
+            ("RUST_BACKTRACE", "0"),
+        ];
+        Launch {
+            binary,
+            args: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Points the function's S3 client at `server`, with its credentials and
+    /// path-style addressing, and nowhere else (no IMDS, no profile files).
+    pub fn s3(self, server: &S3Server) -> Launch<'a> {
+        self.s3_endpoint(&server.endpoint())
+    }
+
+    /// Like [`Launch::s3`] for an arbitrary endpoint (for example a closed port).
+    pub fn s3_endpoint(self, endpoint: &str) -> Launch<'a> {
+        self.env("AWS_ENDPOINT_URL_S3", endpoint)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("XRAYPROFILE_S3_FORCE_PATH_STYLE", "true")
+    }
+
+    /// Sets one environment variable.
+    pub fn env(mut self, name: &str, value: &str) -> Launch<'a> {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: &str) -> Launch<'a> {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts the process, capturing its stdout and stderr lines.
+    ///
+    /// # Errors
+    /// If the binary cannot be started.
+    pub fn spawn(self) -> std::io::Result<Function> {
+        let mut command = Command::new(self.binary);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            collect(out, logs.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            collect(err, logs.clone());
+        }
+        Ok(Function { child, logs })
+    }
+}
+
+fn collect(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    logs: Arc<Mutex<Vec<String>>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(mut logs) = logs.lock() {
+                logs.push(line);
+            }
+        }
+    });
+}
+
+impl Function {
+    /// Every line the function has printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The lines that contain `needle`.
+    pub fn logs_containing(&self, needle: &str) -> Vec<String> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the process.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}

@@ -1,0 +1,35 @@
+//! Real parts for xrayprofile's integration tests and demo, all on loopback:
+//!
+//! - [`runtime_api::RuntimeApi`]: the Lambda Runtime API that the real
+//!   `lambda_runtime` client polls, queuing invocations and collecting replies;
+//! - [`s3_server::S3Server`]: an S3-compatible server (s3s + s3s-fs, with
+//!   SigV4 checking) that records the headers of every request it receives;
+//! - [`function::Function`]: a Lambda function binary started as a child
+//!   process with the environment Lambda would give it;
+//! - [`pprof_view`]: reads the gzipped pprof files back.
+//!
+//! Nothing here is mocked: the function under test runs the published
+//! `lambda_runtime` and `aws-sdk-s3` code paths end to end.
+
+pub mod function;
+pub mod pprof_view;
+pub mod runtime_api;
+pub mod s3_server;
+
+/// The account in every test function's ARN; S3 sees it as the expected owner.
+pub const ACCOUNT_ID: &str = "123456789012";
+/// The region the test functions run in.
+pub const REGION: &str = "us-east-1";
+
+/// A trace header whose root ends in `key`, so the test picks the decision.
+pub fn trace_header(seq: u32, key: u16) -> String {
+    format!(
+        "Root={};Parent=53995c3f42cd8ad8;Sampled=1",
+        trace_root(seq, key)
+    )
+}
+
+/// A valid trace root ending in `key`, unique per `seq`.
+pub fn trace_root(seq: u32, key: u16) -> String {
+    format!("1-6745a3c0-{seq:08x}a1b2c3d4e5f6{key:04x}")
+}

@@ -1,0 +1,126 @@
+//! Reads gzipped pprof files back: what a user sees with `go tool pprof`.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use pprof::protos::{Message, Profile};
+
+/// Gunzips and decodes a profile.
+///
+/// # Errors
+/// If the bytes are not gzip or not a pprof protobuf.
+pub fn decode(gzipped: &[u8]) -> Result<Profile, String> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gzipped)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    Profile::decode(raw.as_slice()).map_err(|e| format!("not a pprof protobuf: {e}"))
+}
+
+fn text(profile: &Profile, index: i64) -> &str {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| profile.string_table.get(i))
+        .map_or("", String::as_str)
+}
+
+/// The profile's comments (`go tool pprof -comments`).
+pub fn comments(profile: &Profile) -> Vec<String> {
+    profile
+        .comment
+        .iter()
+        .map(|c| text(profile, *c).to_owned())
+        .collect()
+}
+
+/// Every function name in the profile.
+pub fn function_names(profile: &Profile) -> Vec<String> {
+    profile
+        .function
+        .iter()
+        .map(|f| text(profile, f.name).to_owned())
+        .collect()
+}
+
+/// Each sample's string labels, as `(key, value)` pairs.
+pub fn sample_labels(profile: &Profile) -> Vec<Vec<(String, String)>> {
+    profile
+        .sample
+        .iter()
+        .map(|s| {
+            s.label
+                .iter()
+                .map(|l| {
+                    (
+                        text(profile, l.key).to_owned(),
+                        text(profile, l.str).to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Total samples (the first value of every sample).
+pub fn total_samples(profile: &Profile) -> i64 {
+    profile.sample.iter().filter_map(|s| s.value.first()).sum()
+}
+
+/// One row of `pprof -top -cum`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopRow {
+    /// Function name.
+    pub name: String,
+    /// Samples where it is the leaf.
+    pub flat: i64,
+    /// Samples where it is anywhere on the stack.
+    pub cum: i64,
+}
+
+/// The functions with the most cumulative samples, as `pprof -top -cum` lists them.
+pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
+    let location_fn: HashMap<u64, Vec<u64>> = profile
+        .location
+        .iter()
+        .map(|l| (l.id, l.line.iter().map(|line| line.function_id).collect()))
+        .collect();
+    let fn_name: HashMap<u64, &str> = profile
+        .function
+        .iter()
+        .map(|f| (f.id, text(profile, f.name)))
+        .collect();
+    let mut rows: HashMap<&str, (i64, i64)> = HashMap::new();
+    for sample in &profile.sample {
+        let count = sample.value.first().copied().unwrap_or(0);
+        let mut seen = Vec::new();
+        for (depth, loc) in sample.location_id.iter().enumerate() {
+            for function in location_fn.get(loc).into_iter().flatten() {
+                let name = fn_name.get(function).copied().unwrap_or("?");
+                let row = rows.entry(name).or_default();
+                if depth == 0 {
+                    row.0 += count;
+                }
+                if !seen.contains(&name) {
+                    row.1 += count;
+                    seen.push(name);
+                }
+            }
+        }
+    }
+    let mut rows: Vec<TopRow> = rows
+        .into_iter()
+        .map(|(name, (flat, cum))| TopRow {
+            name: name.to_owned(),
+            flat,
+            cum,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.cum
+            .cmp(&a.cum)
+            .then(b.flat.cmp(&a.flat))
+            .then(a.name.cmp(&b.name))
+    });
+    rows.truncate(n);
+    rows
+}

@@ -1,0 +1,200 @@
+//! A Lambda Runtime API on loopback: `GET /runtime/invocation/next` hands out
+//! queued invocations, `POST .../response` and `.../error` complete them.
+//! The real `lambda_runtime` client drives it exactly as it drives Lambda's.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::ACCOUNT_ID;
+
+/// One invocation to send to the function.
+#[derive(Debug, Clone)]
+pub struct Invoke {
+    /// `Lambda-Runtime-Aws-Request-Id`.
+    pub request_id: String,
+    /// `Lambda-Runtime-Trace-Id`; `None` sends no trace header.
+    pub trace_header: Option<String>,
+    /// The event.
+    pub payload: serde_json::Value,
+    /// Time from now to the invocation deadline.
+    pub timeout: Duration,
+}
+
+impl Invoke {
+    /// An invocation with a 30 s timeout.
+    pub fn new(
+        request_id: impl Into<String>,
+        trace_header: Option<String>,
+        payload: serde_json::Value,
+    ) -> Invoke {
+        Invoke {
+            request_id: request_id.into(),
+            trace_header,
+            payload,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the function answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Posted to `/response`.
+    Response(serde_json::Value),
+    /// Posted to `/error`.
+    Error(serde_json::Value),
+}
+
+struct Queued {
+    invoke: Invoke,
+    reply: oneshot::Sender<Outcome>,
+}
+
+struct Shared {
+    queue: Mutex<mpsc::UnboundedReceiver<Queued>>,
+    waiting: std::sync::Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+}
+
+/// The Runtime API server; it runs until dropped with its runtime.
+pub struct RuntimeApi {
+    addr: SocketAddr,
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+impl RuntimeApi {
+    /// Starts the server on an ephemeral loopback port.
+    ///
+    /// # Errors
+    /// If the port cannot be bound.
+    pub async fn start() -> std::io::Result<RuntimeApi> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(rx),
+            waiting: std::sync::Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(RuntimeApi { addr, queue })
+    }
+
+    /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Queues an invocation and waits for the function's answer.
+    ///
+    /// # Errors
+    /// If the function never answers (it exited).
+    pub async fn invoke(&self, invoke: Invoke) -> Result<Outcome, String> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Queued { invoke, reply })
+            .map_err(|_| "runtime API stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the function never answered".to_owned())
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
+        return Ok(reply(StatusCode::NOT_FOUND, "unknown path"));
+    };
+    if rest == "invocation/next" {
+        return Ok(next(&shared).await);
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let parts: Vec<&str> = rest.split('/').collect();
+    let outcome = match parts.as_slice() {
+        ["invocation", id, "response"] => Some((id.to_string(), Outcome::Response(value))),
+        ["invocation", id, "error"] => Some((id.to_string(), Outcome::Error(value))),
+        _ => None,
+    };
+    let Some((id, outcome)) = outcome else {
+        return Ok(reply(StatusCode::ACCEPTED, ""));
+    };
+    let waiter = shared.waiting.lock().ok().and_then(|mut w| w.remove(&id));
+    match waiter {
+        Some(waiter) => {
+            let _ = waiter.send(outcome);
+            Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
+        }
+        None => Ok(reply(StatusCode::BAD_REQUEST, "unknown request id")),
+    }
+}
+
+async fn next(shared: &Shared) -> Response<Body> {
+    let queued = shared.queue.lock().await.recv().await;
+    let Some(Queued {
+        invoke,
+        reply: waiter,
+    }) = queued
+    else {
+        return reply(StatusCode::GONE, "no more invocations");
+    };
+    let deadline = SystemTime::now() + invoke.timeout;
+    let deadline_ms = deadline
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    if let Ok(mut waiting) = shared.waiting.lock() {
+        waiting.insert(invoke.request_id.clone(), waiter);
+    }
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("lambda-runtime-aws-request-id", &invoke.request_id)
+        .header("lambda-runtime-deadline-ms", deadline_ms.to_string())
+        .header(
+            "lambda-runtime-invoked-function-arn",
+            format!(
+                "arn:aws:lambda:{}:{ACCOUNT_ID}:function:fixture-function",
+                crate::REGION
+            ),
+        );
+    if let Some(trace) = &invoke.trace_header {
+        response = response.header("lambda-runtime-trace-id", trace);
+    }
+    response
+        .body(Full::new(Bytes::from(invoke.payload.to_string())))
+        .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "bad invocation"))
+}

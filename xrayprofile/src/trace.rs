@@ -1,0 +1,211 @@
+//! The X-Ray trace header and its validated `Root` field.
+//!
+//! The header comes from whoever called the function (API Gateway and ALB
+//! accept `X-Amzn-Trace-Id` from clients), so parsing is total: it never
+//! indexes or slices untrusted input, and only a root that matches the X-Ray
+//! format exactly is accepted. That validated root is what the sampling key and
+//! the S3 object key are built from.
+
+use std::fmt;
+
+/// Length of `1-` + 8 hex + `-` + 24 hex.
+const ROOT_LEN: usize = 35;
+
+/// A validated X-Ray root trace ID, `1-<8 hex digits>-<24 hex digits>`.
+///
+/// Stored inline so that reading it costs no allocation on the unsampled path.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TraceRoot([u8; ROOT_LEN]);
+
+/// Why a trace header yields no usable root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TraceError {
+    /// The header has no `Root=` field.
+    MissingRoot,
+    /// The `Root=` field is not `1-<8 hex>-<24 hex>`.
+    MalformedRoot,
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TraceError::MissingRoot => "the trace header has no `Root=` field",
+            TraceError::MalformedRoot => {
+                "the trace header's `Root=` is not `1-<8 hex digits>-<24 hex digits>`"
+            }
+        })
+    }
+}
+
+impl TraceRoot {
+    /// Finds and validates the `Root=` field of a header such as
+    /// `Root=1-5759e988-bd862e3fe1be46a9942701F0;Parent=53995c3f42cd8ad8;Sampled=1`.
+    ///
+    /// Fields may come in any order and surrounding whitespace is ignored. If
+    /// `Root=` appears more than once the first one decides, as in the X-Ray SDKs.
+    pub(crate) fn from_header(header: &str) -> Result<TraceRoot, TraceError> {
+        let value = header
+            .split(';')
+            .filter_map(|field| field.trim().split_once('='))
+            .find(|(key, _)| key.trim() == "Root")
+            .map(|(_, value)| value.trim())
+            .ok_or(TraceError::MissingRoot)?;
+        TraceRoot::parse(value)
+    }
+
+    /// Validates a bare root such as `1-5759e988-bd862e3fe1be46a9942701F0`.
+    pub(crate) fn parse(value: &str) -> Result<TraceRoot, TraceError> {
+        let bytes: [u8; ROOT_LEN] = value
+            .as_bytes()
+            .try_into()
+            .map_err(|_| TraceError::MalformedRoot)?;
+        let well_formed = bytes.iter().enumerate().all(|(i, b)| match i {
+            0 => *b == b'1',
+            1 | 10 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+        if well_formed {
+            Ok(TraceRoot(bytes))
+        } else {
+            Err(TraceError::MalformedRoot)
+        }
+    }
+
+    /// The last four hex digits as a number: the sampling key shared with the
+    /// Go original, so every function on one trace makes the same decision.
+    pub(crate) fn sample_key(&self) -> u16 {
+        self.0[ROOT_LEN - 4..]
+            .iter()
+            .fold(0u16, |key, b| (key << 4) | u16::from(hex_value(*b)))
+    }
+
+    /// The root as text; only ASCII hex digits, `1` and `-`, so it is safe in
+    /// an object key.
+    pub(crate) fn as_str(&self) -> &str {
+        // Validated as ASCII in `parse`, so this never takes the fallback.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+impl fmt::Display for TraceRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TraceRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceRoot({})", self.as_str())
+    }
+}
+
+/// Shortens untrusted text for a log line; the caller logs it with `?` so
+/// control characters are escaped.
+pub(crate) fn truncate_for_log(text: &str) -> &str {
+    const MAX: usize = 128;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => text.get(..end).unwrap_or_default(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "1-5759e988-bd862e3fe1be46a9942701F0";
+
+    #[test]
+    fn parses_the_documented_header() {
+        let root =
+            TraceRoot::from_header(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"))
+                .unwrap();
+        assert_eq!(root.as_str(), ROOT);
+        assert_eq!(root.sample_key(), 0x01F0);
+    }
+
+    #[test]
+    fn fields_in_any_order_with_lineage_and_spaces() {
+        let header = format!(
+            "Lineage=a87bd80c:1|68fd508a:5;Parent=53995c3f42cd8ad8; Root={ROOT} ;Sampled=0"
+        );
+        assert_eq!(TraceRoot::from_header(&header).unwrap().as_str(), ROOT);
+    }
+
+    #[test]
+    fn first_root_wins() {
+        let header = format!("Root={ROOT};Root=1-00000000-000000000000000000000000");
+        assert_eq!(TraceRoot::from_header(&header).unwrap().as_str(), ROOT);
+    }
+
+    #[test]
+    fn upper_and_lower_case_hex_give_the_same_key() {
+        let lower = TraceRoot::parse("1-5759e988-bd862e3fe1be46a9942701f0").unwrap();
+        let upper = TraceRoot::parse("1-5759E988-BD862E3FE1BE46A9942701F0").unwrap();
+        assert_eq!(lower.sample_key(), upper.sample_key());
+        assert_eq!(
+            TraceRoot::parse("1-00000000-00000000000000000000ffff")
+                .unwrap()
+                .sample_key(),
+            65535
+        );
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        for header in [
+            "",
+            ";",
+            "Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root",
+            "Rooted=1",
+            "=;=;=",
+        ] {
+            assert_eq!(
+                TraceRoot::from_header(header),
+                Err(TraceError::MissingRoot),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_roots_are_errors_not_panics() {
+        let bad = [
+            "Root=",
+            "Root=1",
+            "Root=1-5759e988-bd862e3fe1be46a9942701F", // truncated
+            "Root=1-5759e988-bd862e3fe1be46a9942701F00", // too long
+            "Root=1-5759e988-bd862e3fe1be46a9942701G0", // not hex
+            "Root=2-5759e988-bd862e3fe1be46a9942701F0", // wrong version
+            "Root=1_5759e988-bd862e3fe1be46a9942701F0",
+            "Root=1-5759e988_bd862e3fe1be46a9942701F0",
+            "Root=1-5759e98/-bd862e3fe1be46a9942701F0",
+            "Root=1-5759e988-bd862e3fe1be46a99427/../0",
+            "Root=1-5759e988-bd862e3fe1be46a99427é1F", // multibyte, 35 bytes
+        ];
+        for header in bad {
+            assert_eq!(
+                TraceRoot::from_header(header),
+                Err(TraceError::MalformedRoot),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let long = "é".repeat(500);
+        assert_eq!(truncate_for_log(&long).chars().count(), 128);
+        assert_eq!(truncate_for_log("short"), "short");
+    }
+}

@@ -1,0 +1,317 @@
+//! Where a profile goes: its object key, and the write to S3 or to a local
+//! directory.
+//!
+//! Every S3 write names the bucket owner it expects (the function's own
+//! account, so a same-named bucket in another account is refused by S3) and
+//! grants the bucket owner full control of the object. The write is given a
+//! time budget that ends before the invocation's deadline; when the budget is
+//! spent the upload is abandoned and the handler's result goes back anyway.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::trace::TraceRoot;
+
+/// `{prefix}{trace root}/{request id}.pprof`, built only from a validated root
+/// and request ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Builds the key; a non-empty `prefix` gets a trailing `/` if it has none.
+    pub(crate) fn new(prefix: &str, root: &TraceRoot, request_id: &RequestId<'_>) -> ObjectKey {
+        let slash = if prefix.is_empty() || prefix.ends_with('/') {
+            ""
+        } else {
+            "/"
+        };
+        ObjectKey(format!("{prefix}{slash}{root}/{}.pprof", request_id.0))
+    }
+
+    /// The key as text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Lambda request ID checked to be safe inside an object key and a path:
+/// 1–128 ASCII letters, digits and `-` (Lambda's are UUIDs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestId<'a>(&'a str);
+
+impl<'a> RequestId<'a> {
+    /// Returns `None` if `id` could reach outside its place in the key.
+    pub(crate) fn parse(id: &'a str) -> Option<RequestId<'a>> {
+        let ok = (1..=128).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then_some(RequestId(id))
+    }
+
+    /// The ID as text.
+    pub(crate) fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// The account ID in a Lambda function ARN,
+/// `arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]`.
+pub(crate) fn account_id(function_arn: &str) -> Option<&str> {
+    let account = function_arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
+}
+
+/// The bucket go-xrayprofile writes to when none is configured.
+pub(crate) fn default_bucket(account: &str, region: &str) -> String {
+    format!("xrayprofile-{account}-{region}")
+}
+
+/// Where one profile is written.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination<'a> {
+    /// A local directory (`XRAYPROFILE_OUTPUT_DIR`).
+    Dir(&'a Path),
+    /// An S3 bucket owned by `expected_owner`.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    S3 {
+        bucket: String,
+        expected_owner: &'a str,
+        force_path_style: bool,
+    },
+}
+
+impl fmt::Display for Destination<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Dir(dir) => write!(f, "{}", dir.display()),
+            Destination::S3 { bucket, .. } => write!(f, "s3://{bucket}"),
+        }
+    }
+}
+
+/// Why a profile was not stored.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum UploadError {
+    /// The budget before the invocation deadline ran out.
+    TimedOut(Duration),
+    /// Writing the local file failed.
+    Io(std::io::Error),
+    /// S3 refused the object or could not be reached.
+    #[cfg(feature = "s3")]
+    S3 { message: String, hint: &'static str },
+    /// The crate was built without the `s3` feature.
+    #[cfg(not(feature = "s3"))]
+    NoS3,
+}
+
+impl fmt::Display for UploadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UploadError::TimedOut(budget) => write!(
+                f,
+                "the upload did not finish within its {} ms budget before the invocation deadline; raise the function timeout or check the network path to S3",
+                budget.as_millis()
+            ),
+            UploadError::Io(err) => write!(f, "writing the profile file failed: {err}; check that XRAYPROFILE_OUTPUT_DIR is writable"),
+            #[cfg(feature = "s3")]
+            UploadError::S3 { message, hint } => write!(f, "{message}; {hint}"),
+            #[cfg(not(feature = "s3"))]
+            UploadError::NoS3 => f.write_str("xrayprofile was built without its `s3` feature; enable it or set XRAYPROFILE_OUTPUT_DIR"),
+        }
+    }
+}
+
+impl std::error::Error for UploadError {}
+
+/// Stores `body` at `key`, giving up after `budget`.
+///
+/// # Errors
+/// Any failure to store the object; the caller logs it and moves on.
+pub(crate) async fn store(
+    destination: &Destination<'_>,
+    key: &ObjectKey,
+    body: Vec<u8>,
+    metadata: HashMap<&'static str, String>,
+    budget: Duration,
+) -> Result<(), UploadError> {
+    let write = async {
+        match destination {
+            Destination::Dir(dir) => write_file(dir, key, &body).await,
+            #[cfg(feature = "s3")]
+            Destination::S3 {
+                bucket,
+                expected_owner,
+                force_path_style,
+            } => {
+                s3::put(
+                    bucket,
+                    expected_owner,
+                    *force_path_style,
+                    key,
+                    body,
+                    metadata,
+                )
+                .await
+            }
+            #[cfg(not(feature = "s3"))]
+            Destination::S3 { .. } => {
+                drop(metadata);
+                Err(UploadError::NoS3)
+            }
+        }
+    };
+    tokio::time::timeout(budget, write)
+        .await
+        .unwrap_or(Err(UploadError::TimedOut(budget)))
+}
+
+async fn write_file(dir: &Path, key: &ObjectKey, body: &[u8]) -> Result<(), UploadError> {
+    let path = dir.join(key.as_str());
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(UploadError::Io)?;
+    }
+    tokio::fs::write(&path, body).await.map_err(UploadError::Io)
+}
+
+#[cfg(feature = "s3")]
+mod s3 {
+    //! The S3 client, built on the first sampled invocation (never at init, so
+    //! unsampled functions pay nothing) from aws-config's default chain.
+
+    use std::collections::HashMap;
+
+    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::ObjectCannedAcl;
+    use tokio::sync::OnceCell;
+
+    use super::{ObjectKey, UploadError};
+
+    async fn client(force_path_style: bool) -> &'static aws_sdk_s3::Client {
+        static CLIENT: OnceCell<aws_sdk_s3::Client> = OnceCell::const_new();
+        CLIENT
+            .get_or_init(|| async {
+                let shared = aws_config::load_from_env().await;
+                let config = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(force_path_style)
+                    .build();
+                aws_sdk_s3::Client::from_conf(config)
+            })
+            .await
+    }
+
+    pub(super) async fn put(
+        bucket: &str,
+        expected_owner: &str,
+        force_path_style: bool,
+        key: &ObjectKey,
+        body: Vec<u8>,
+        metadata: HashMap<&'static str, String>,
+    ) -> Result<(), UploadError> {
+        let mut request = client(force_path_style)
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key.as_str())
+            .body(ByteStream::from(body))
+            .content_type("application/octet-stream")
+            .acl(ObjectCannedAcl::BucketOwnerFullControl)
+            .expected_bucket_owner(expected_owner);
+        for (name, value) in metadata {
+            request = request.metadata(name, value);
+        }
+        request.send().await.map(drop).map_err(|err| {
+            let hint = match err.code() {
+                Some("AccessDenied") => {
+                    "grant the function's role s3:PutObject and s3:PutObjectAcl on the bucket and prefix, and check that the bucket belongs to the function's own account (ExpectedBucketOwner)"
+                }
+                Some("NoSuchBucket") => "create the bucket, or set XRAYPROFILE_S3_BUCKET to an existing one",
+                Some(_) => "see the S3 error code above",
+                None => "check that S3 is reachable from the function (VPC endpoint or NAT) and AWS_ENDPOINT_URL_S3 if set",
+            };
+            UploadError::S3 { message: format!("S3 PutObject failed: {}", DisplayErrorContext(&err)), hint }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> TraceRoot {
+        TraceRoot::parse("1-5759e988-bd862e3fe1be46a9942701f0").unwrap()
+    }
+
+    #[test]
+    fn key_layout_and_prefix_slash() {
+        let id = RequestId::parse("8476a536-e9f4-11e8-9739-2dfe598c3fcd").unwrap();
+        let cases = [
+            (
+                "",
+                "1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
+            ),
+            (
+                "profiles",
+                "profiles/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
+            ),
+            (
+                "profiles/",
+                "profiles/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
+            ),
+            (
+                "a/b",
+                "a/b/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
+            ),
+        ];
+        for (prefix, expected) in cases {
+            assert_eq!(
+                ObjectKey::new(prefix, &root(), &id).as_str(),
+                expected,
+                "{prefix:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_that_could_escape_the_key_are_refused() {
+        for bad in ["", "../x", "a/b", "a b", "a\nb", "é", &"a".repeat(129)] {
+            assert_eq!(RequestId::parse(bad), None, "{bad:?}");
+        }
+        assert!(RequestId::parse("8476a536-e9f4-11e8-9739-2dfe598c3fcd").is_some());
+    }
+
+    #[test]
+    fn account_from_arn() {
+        assert_eq!(
+            account_id("arn:aws:lambda:us-east-1:123456789012:function:fn"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            account_id("arn:aws:lambda:us-east-1:123456789012:function:fn:live"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            account_id("No header lambda-runtime-invoked-function-arn found."),
+            None
+        );
+        assert_eq!(
+            account_id("arn:aws:lambda:us-east-1:12345:function:fn"),
+            None
+        );
+        assert_eq!(account_id(""), None);
+        assert_eq!(
+            default_bucket("123456789012", "eu-west-1"),
+            "xrayprofile-123456789012-eu-west-1"
+        );
+    }
+}
