@@ -66,7 +66,7 @@ pub fn total_samples(profile: &Profile) -> i64 {
     profile.sample.iter().filter_map(|s| s.value.first()).sum()
 }
 
-/// One row of `pprof -top -cum`.
+/// One row of `pprof -top`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopRow {
     /// Function name.
@@ -77,7 +77,8 @@ pub struct TopRow {
     pub cum: i64,
 }
 
-/// The functions with the most cumulative samples, as `pprof -top -cum` lists them.
+/// The functions with the most samples of their own (flat), then cumulative,
+/// as `pprof -top` lists them.
 pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
     let location_fn: HashMap<u64, Vec<u64>> = profile
         .location

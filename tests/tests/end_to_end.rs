@@ -394,3 +394,60 @@ async fn output_dir_writes_the_same_file_locally() {
     );
     assert!(setup.s3.requests().is_empty(), "nothing went to S3");
 }
+
+/// `go tool pprof` itself reads the uploaded object. CI installs Go
+/// (`.ci/run`) and sets `XRAYPROFILE_REQUIRE_GO=1`, so there this cannot pass
+/// by skipping; on a machine without Go it says so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_tool_pprof_opens_the_uploaded_profile() {
+    let go_available = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !go_available {
+        assert!(
+            std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
+            "XRAYPROFILE_REQUIRE_GO is set but `go` is not on PATH"
+        );
+        eprintln!("skipped: `go` is not installed; .ci/run installs it");
+        return;
+    }
+    let setup = setup(|l| l).await;
+    let id = request_id(11);
+    let payload = json!({ "spin_ms": 300 });
+    let outcome = invoke(
+        &setup,
+        &id,
+        Some(trace_header(11, SAMPLED_KEY)),
+        payload.clone(),
+    )
+    .await;
+    assert_eq!(outcome, expected_response(&id, &payload));
+    let key = format!("fixture/{}/{id}.pprof", trace_root(11, SAMPLED_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("profile.pprof");
+    std::fs::write(&file, setup.s3.object(BUCKET, &key).unwrap()).unwrap();
+
+    let run = |flag: &str| {
+        let out = std::process::Command::new("go")
+            .args(["tool", "pprof", flag])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "go tool pprof {flag} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = run("-top");
+    assert!(top.contains("Type: cpu"), "{top}");
+    assert!(top.contains("fixture_hot_loop"), "{top}");
+    let comments = run("-comments");
+    assert!(comments.contains(&format!("request_id={id}")), "{comments}");
+    assert!(
+        comments.contains(&format!("trace_id={}", trace_root(11, SAMPLED_KEY))),
+        "{comments}"
+    );
+}

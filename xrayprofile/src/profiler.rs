@@ -92,7 +92,11 @@ impl ActiveProfile {
         let duration = self.started.elapsed();
         let guard = self.guard.take();
         let report = match &guard {
-            Some(guard) => guard.report().build().map_err(ProfileError::Sampler)?,
+            Some(guard) => guard
+                .report()
+                .frames_post_processor(drop_sampler_frames)
+                .build()
+                .map_err(ProfileError::Sampler)?,
             None => return Err(ProfileError::Busy),
         };
         // Stop sampling before symbolizing and encoding, so that work does not
@@ -103,9 +107,67 @@ impl ActiveProfile {
     }
 }
 
+/// Removes the sampler's own frames from the leaf end of a stack.
+///
+/// pprof-rs unwinds from inside its signal handler and removes only the
+/// handler's frame and the signal trampoline, so every stack starts with the
+/// unwinder's frames (`backtrace::trace_unsynchronized`, `_Unwind_Backtrace`,
+/// the handler's closure, ...). Left in, they would be the "hottest" leaf of
+/// every profile and hide the function that was really running.
+fn drop_sampler_frames(frames: &mut pprof::Frames) {
+    let sampler_frames = frames
+        .frames
+        .iter()
+        .take_while(|symbols| {
+            !symbols.is_empty() && symbols.iter().all(|s| is_sampler_symbol(&s.name()))
+        })
+        .count();
+    frames.frames.drain(..sampler_frames);
+}
+
+fn is_sampler_symbol(name: &str) -> bool {
+    const PREFIXES: [&str; 9] = [
+        "backtrace::",
+        "<backtrace::",
+        "pprof::",
+        "<pprof::",
+        "_Unwind_",
+        "uw_",
+        "core::ops::function::",
+        "<&mut F as core::ops::function::",
+        "<&F as core::ops::function::",
+    ];
+    PREFIXES.iter().any(|prefix| name.starts_with(prefix)) || name.contains("perf_signal_handler")
+}
+
 impl Drop for ActiveProfile {
     fn drop(&mut self) {
         drop(self.guard.take());
         RUNNING.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_frames_are_recognised_and_user_frames_are_not() {
+        for sampler in [
+            "backtrace::backtrace::trace_unsynchronized",
+            "<pprof::backtrace::backtrace_rs::Trace as pprof::backtrace::Trace>::trace",
+            "pprof::profiler::perf_signal_handler::{{closure}}",
+            "_Unwind_Backtrace",
+            "core::ops::function::impls::<impl core::ops::function::FnMut<A> for &mut F>::call_mut",
+        ] {
+            assert!(is_sampler_symbol(sampler), "{sampler}");
+        }
+        for user in [
+            "fixture_function::fixture_hot_loop",
+            "tokio::runtime::task::raw::poll",
+            "main",
+        ] {
+            assert!(!is_sampler_symbol(user), "{user}");
+        }
     }
 }
