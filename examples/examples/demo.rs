@@ -220,7 +220,7 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|r| r.name.starts_with("demo::"))
         .collect();
-    ours.sort_by(|a, b| b.cum.cmp(&a.cum));
+    ours.sort_by_key(|r| std::cmp::Reverse(r.cum));
     println!(
         "\nthe handler's own functions, by samples under them (as `pprof -top -cum -focus demo::`):"
     );

@@ -398,6 +398,7 @@ async fn output_dir_writes_the_same_file_locally() {
 /// `go tool pprof` itself reads the uploaded object. CI installs Go
 /// (`.ci/run`) and sets `XRAYPROFILE_REQUIRE_GO=1`, so there this cannot pass
 /// by skipping; on a machine without Go it says so and passes.
+#[allow(clippy::print_stderr)] // tells the person running the tests why it skipped
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_tool_pprof_opens_the_uploaded_profile() {
     let go_available = std::process::Command::new("go")

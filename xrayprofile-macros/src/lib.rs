@@ -2,6 +2,18 @@
 //! re-exports it with its documentation; the generated code calls into that
 //! crate.
 
+#![forbid(unsafe_code)]
+// A panicking macro gives "proc macro panicked" with no span; every failure is a syn::Error.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod args;
 mod diag;
 mod expand;

@@ -101,11 +101,11 @@ pub struct Wrapper {
 struct Plan {
     root: TraceRoot,
     request_id: String,
+    key: ObjectKey,
     function_name: String,
     function_version: String,
     deadline: Option<SystemTime>,
     destination: Destination<'static>,
-    settings: Settings<'static>,
 }
 
 impl Wrapper {
@@ -134,7 +134,7 @@ impl Wrapper {
                     ProfileError::Busy => {
                         "overlapping invocations are not profiled; this one runs unprofiled"
                     }
-                    ProfileError::Sampler(_) => {
+                    ProfileError::Sampler(_) | ProfileError::Encode(_) => {
                         "this invocation runs unprofiled; profiling needs SIGPROF and setitimer"
                     }
                 };
@@ -188,11 +188,11 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
     Some(Plan {
         root,
         request_id: request_id.as_str().to_owned(),
+        key: ObjectKey::new(settings.prefix, &root, &request_id),
         function_name: ctx.env_config.function_name.clone(),
         function_version: ctx.env_config.version.clone(),
         deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
         destination,
-        settings,
     })
 }
 
@@ -255,8 +255,8 @@ impl Plan {
         // must not become the handler's failure.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let finished = profile.finish()?;
-            let file = pprof_file::encode(finished.profile, &identity)
-                .map_err(|err| ProfileError::Sampler(pprof::Error::IoError(err)))?;
+            let file =
+                pprof_file::encode(finished.profile, &identity).map_err(ProfileError::Encode)?;
             Ok::<_, ProfileError>((file, finished.duration))
         }));
         let (file, duration) = match encoded {
@@ -270,10 +270,7 @@ impl Plan {
                 return;
             }
         };
-        let Some(request_id) = RequestId::parse(&self.request_id) else {
-            return;
-        };
-        let key = ObjectKey::new(self.settings.prefix, &self.root, &request_id);
+        let key = &self.key;
         let budget = self.upload_budget();
         if budget.is_zero() {
             tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to upload it; raise the function timeout");
@@ -289,7 +286,7 @@ impl Plan {
             ("outcome", outcome.to_owned()),
         ]);
         let bytes = file.gzipped.len();
-        match upload::store(&self.destination, &key, file.gzipped, metadata, budget).await {
+        match upload::store(&self.destination, key, file.gzipped, metadata, budget).await {
             Ok(()) => tracing::info!(
                 destination = %self.destination,
                 key = %key,

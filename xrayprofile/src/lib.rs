@@ -41,6 +41,18 @@
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
+#![forbid(unsafe_code)]
+// Nothing in this crate may panic on input: it runs inside users' invocations.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod config;
 mod invocation;
 mod pprof_file;

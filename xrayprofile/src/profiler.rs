@@ -30,6 +30,8 @@ pub(crate) enum ProfileError {
     Busy,
     /// pprof-rs could not start, stop or report.
     Sampler(pprof::Error),
+    /// The profile could not be encoded or compressed.
+    Encode(std::io::Error),
 }
 
 impl std::fmt::Display for ProfileError {
@@ -39,6 +41,7 @@ impl std::fmt::Display for ProfileError {
                 f.write_str("another invocation in this process is being profiled")
             }
             ProfileError::Sampler(err) => write!(f, "the CPU sampler failed: {err}"),
+            ProfileError::Encode(err) => write!(f, "encoding the profile failed: {err}"),
         }
     }
 }
