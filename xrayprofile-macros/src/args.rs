@@ -1,18 +1,30 @@
-//! The attribute's arguments: `threshold = <u16>`, `bucket = "<name>"`,
-//! `prefix = "<key prefix>"`, all optional, in any order, each at most once.
+//! The attribute's arguments, all optional, in any order, each at most once:
+//!
+//! - `threshold = <u16 integer literal>` or `sample_rate = <float in (0, 1]>`;
+//! - `bucket = "<S3 bucket name>"`;
+//! - `prefix = "<key prefix>"`.
+//!
+//! Every value is checked here, at compile time, and every problem is reported
+//! at the token that caused it.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Meta, Token};
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitFloat, LitInt, LitStr, Meta, Token, UnOp};
 
 use crate::diag::Diag;
 
-const EXPECTED: &str = "expected one of `threshold`, `bucket`, `prefix`";
+/// Every argument name, in the order the documentation lists them.
+const NAMES: [&str; 4] = ["threshold", "sample_rate", "bucket", "prefix"];
+const EXPECTED: &str = "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`";
+const THRESHOLD_RANGE: &str = "`threshold` must be 0..=65535 (it is compared with the trace ID's last 4 hex digits); 655 profiles about 1 % of invocations";
+const SAMPLE_RATE_RANGE: &str = "`sample_rate` must be greater than 0.0 and at most 1.0; 0.01 profiles about 1 % of invocations";
 
 /// The parsed arguments; `None` where the attribute is silent.
 #[derive(Default)]
 pub(crate) struct Args {
+    /// From `threshold`, or computed from `sample_rate`; the span is the literal's.
     pub(crate) threshold: Option<(u16, Span)>,
     pub(crate) bucket: Option<LitStr>,
     pub(crate) prefix: Option<LitStr>,
@@ -32,65 +44,117 @@ impl Args {
     pub(crate) fn from_raw(raw: RawArgs, diag: &mut Diag) -> Args {
         let mut args = Args::default();
         let mut seen: Vec<Ident> = Vec::new();
+        let mut rate_given: Option<Ident> = None;
+        let mut threshold_given: Option<Ident> = None;
         for meta in raw.0 {
-            let (name, value) = match meta {
-                Meta::NameValue(nv) => (nv.path, nv.value),
-                Meta::Path(path) => {
-                    let fix = path.get_ident().map_or_else(
-                        || format!("arguments are written `name = value`; {EXPECTED}"),
-                        |ident| format!("`{ident}` needs a value; write `{ident} = ...`"),
-                    );
-                    diag.error(&path, fix);
-                    continue;
-                }
-                Meta::List(list) => {
-                    diag.error(
-                        &list,
-                        format!("arguments are written `name = value`; {EXPECTED}"),
-                    );
-                    continue;
-                }
-            };
-            let Some(ident) = name.get_ident().cloned() else {
-                diag.error(&name, format!("unknown argument; {EXPECTED}"));
+            let Some((ident, value)) = name_value(meta, diag) else {
                 continue;
             };
-            if let Some(first) = seen.iter().find(|s| **s == ident) {
-                diag.error(&ident, format!("`{first}` is given twice; keep one"));
+            if seen.iter().any(|s| *s == ident) {
+                diag.error(&ident, format!("`{ident}` is given twice; keep one"));
                 continue;
             }
             seen.push(ident.clone());
             if ident == "threshold" {
-                args.threshold = threshold(&value, diag);
+                threshold_given = Some(ident.clone());
+                args.threshold = args.threshold.or(threshold(&value, diag));
+            } else if ident == "sample_rate" {
+                rate_given = Some(ident.clone());
+                args.threshold = args.threshold.or(sample_rate(&value, diag));
             } else if ident == "bucket" {
-                args.bucket = string(&ident, &value, diag).filter(|lit| check_bucket(lit, diag));
+                args.bucket = string(&ident, &value, diag).filter(|lit| {
+                    check(
+                        lit,
+                        bucket_problem,
+                        "`bucket` is not a valid S3 bucket name",
+                        diag,
+                    )
+                });
             } else if ident == "prefix" {
-                args.prefix = string(&ident, &value, diag).filter(|lit| check_prefix(lit, diag));
+                args.prefix = string(&ident, &value, diag).filter(|lit| {
+                    check(
+                        lit,
+                        prefix_problem,
+                        "`prefix` cannot start an object key",
+                        diag,
+                    )
+                });
             } else {
-                diag.error(&ident, format!("unknown argument `{ident}`; {EXPECTED}"));
+                let hint = did_you_mean(&ident.to_string())
+                    .map_or_else(String::new, |name| format!("did you mean `{name}`? "));
+                diag.error(
+                    &ident,
+                    format!("unknown argument `{ident}`; {hint}{EXPECTED}"),
+                );
             }
+        }
+        if let (Some(_), Some(rate)) = (&threshold_given, &rate_given) {
+            diag.error(rate, "`sample_rate` and `threshold` both set the share of invocations profiled; keep one");
+            args.threshold = None;
         }
         args
     }
 }
 
+/// Splits one argument into its name and value, reporting every other form.
+fn name_value(meta: Meta, diag: &mut Diag) -> Option<(Ident, Expr)> {
+    let (path, value) = match meta {
+        Meta::NameValue(nv) => (nv.path, nv.value),
+        Meta::Path(path) => {
+            let fix = path.get_ident().map_or_else(
+                || format!("arguments are written `name = value`; {EXPECTED}"),
+                |ident| format!("`{ident}` needs a value; write `{ident} = ...`"),
+            );
+            diag.error(&path, fix);
+            return None;
+        }
+        Meta::List(list) => {
+            diag.error(
+                &list,
+                format!("arguments are written `name = value`, not `name(...)`; {EXPECTED}"),
+            );
+            return None;
+        }
+    };
+    match path.get_ident() {
+        Some(ident) => Some((ident.clone(), value)),
+        None => {
+            diag.error(&path, format!("unknown argument; {EXPECTED}"));
+            None
+        }
+    }
+}
+
 fn threshold(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
-    const RANGE: &str = "`threshold` must be 0..=65535 (it is compared with the trace ID's last 4 hex digits); 655 profiles about 1 % of invocations";
-    let Expr::Lit(ExprLit {
-        lit: Lit::Int(int), ..
-    }) = value
-    else {
-        diag.error(
-            value,
-            "`threshold` takes an integer literal; write `threshold = 655`",
-        );
-        return None;
+    let int = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int,
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) if matches!(
+            &**expr,
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(_),
+                ..
+            })
+        ) =>
+        {
+            diag.error(value, THRESHOLD_RANGE);
+            return None;
+        }
+        _ => {
+            diag.error(value, "`threshold` takes an integer literal; write `threshold = 655` (a `const` cannot be read by the attribute)");
+            return None;
+        }
     };
     if !matches!(int.suffix(), "" | "u16") {
         diag.error(
             int,
             format!(
-                "`threshold` is a u16, not a `{}`; write it without a suffix",
+                "`threshold` is a u16, not a `{}`; write it without the suffix",
                 int.suffix()
             ),
         );
@@ -99,9 +163,62 @@ fn threshold(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
     match int.base10_parse::<u16>() {
         Ok(v) => Some((v, int.span())),
         Err(_) => {
-            diag.error(int, RANGE);
+            diag.error(int, THRESHOLD_RANGE);
             None
         }
+    }
+}
+
+fn sample_rate(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
+    let parsed = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(float),
+            ..
+        }) => parse_float(float),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => parse_int_as_rate(int),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_), ..
+        }) => Err(SAMPLE_RATE_RANGE.to_owned()),
+        _ => Err("`sample_rate` takes a float literal; write `sample_rate = 0.01`".to_owned()),
+    };
+    let rate = match parsed {
+        Ok(rate) => rate,
+        Err(message) => {
+            diag.error(value, message);
+            return None;
+        }
+    };
+    if !(rate > 0.0 && rate <= 1.0) {
+        diag.error(value, SAMPLE_RATE_RANGE);
+        return None;
+    }
+    // threshold = ceil(r * 65536) - 1: 0.01 → 655, 0.1 → 6553, 1.0 → 65535.
+    let threshold = (rate * 65536.0).ceil() - 1.0;
+    // In range by the check above; the fallback keeps the macro panic-free.
+    let threshold = u16::try_from(threshold as i64).unwrap_or(u16::MAX);
+    Some((threshold, value.span()))
+}
+
+fn parse_float(float: &LitFloat) -> Result<f64, String> {
+    if !matches!(float.suffix(), "" | "f64" | "f32") {
+        return Err(format!(
+            "`sample_rate` is a float, not a `{}`; write it without the suffix",
+            float.suffix()
+        ));
+    }
+    float
+        .base10_parse::<f64>()
+        .map_err(|_| SAMPLE_RATE_RANGE.to_owned())
+}
+
+/// `sample_rate = 1` reads naturally; accept integer literals 0 and 1 so the
+/// range check can answer them.
+fn parse_int_as_rate(int: &LitInt) -> Result<f64, String> {
+    match int.base10_parse::<u8>() {
+        Ok(v @ (0 | 1)) if int.suffix().is_empty() => Ok(f64::from(v)),
+        _ => Err(SAMPLE_RATE_RANGE.to_owned()),
     }
 }
 
@@ -111,20 +228,32 @@ fn string(name: &Ident, value: &Expr, diag: &mut Diag) -> Option<LitStr> {
             lit: Lit::Str(s), ..
         }) => Some(s.clone()),
         _ => {
-            diag.error(
-                value,
-                format!("`{name}` takes a string literal; write `{name} = \"...\"`"),
-            );
+            diag.error(value, format!("`{name}` takes a string literal; write `{name} = \"...\"` (a `const` cannot be read by the attribute)"));
             None
         }
     }
 }
 
-fn check_bucket(lit: &LitStr, diag: &mut Diag) -> bool {
-    let name = lit.value();
+fn check(
+    lit: &LitStr,
+    rule: fn(&str) -> Option<&'static str>,
+    what: &str,
+    diag: &mut Diag,
+) -> bool {
+    match rule(&lit.value()) {
+        Some(problem) => {
+            diag.error(lit, format!("{what}: {problem}"));
+            false
+        }
+        None => true,
+    }
+}
+
+/// Which S3 bucket naming rule `name` breaks, if any.
+fn bucket_problem(name: &str) -> Option<&'static str> {
     let bytes = name.as_bytes();
     let alnum = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    let problem = if !(3..=63).contains(&bytes.len()) {
+    if !(3..=63).contains(&bytes.len()) {
         Some("it must be 3 to 63 characters long")
     } else if !bytes
         .iter()
@@ -139,19 +268,12 @@ fn check_bucket(lit: &LitStr, diag: &mut Diag) -> bool {
         Some("it must not be formatted as an IP address")
     } else {
         None
-    };
-    if let Some(problem) = problem {
-        diag.error(
-            lit,
-            format!("`bucket` is not a valid S3 bucket name: {problem}"),
-        );
     }
-    problem.is_none()
 }
 
-fn check_prefix(lit: &LitStr, diag: &mut Diag) -> bool {
-    let prefix = lit.value();
-    let problem = if prefix.len() > 512 {
+/// Why `prefix` cannot start an object key, if it cannot.
+fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    if prefix.len() > 512 {
         Some("it is longer than 512 bytes")
     } else if prefix.starts_with('/') {
         Some("it starts with `/`; S3 keys have no leading slash")
@@ -161,14 +283,37 @@ fn check_prefix(lit: &LitStr, diag: &mut Diag) -> bool {
         Some("it contains a control character")
     } else {
         None
-    };
-    if let Some(problem) = problem {
-        diag.error(
-            lit,
-            format!("`prefix` cannot start an object key: {problem}"),
-        );
     }
-    problem.is_none()
+}
+
+/// The argument name closest to `unknown`, if it is a plausible typo.
+fn did_you_mean(unknown: &str) -> Option<&'static str> {
+    let lower = unknown.to_ascii_lowercase();
+    NAMES
+        .iter()
+        .map(|name| (edit_distance(&lower, name), *name))
+        .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance, for "did you mean" only.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .map_or(usize::MAX, |d| d + usize::from(ca != *cb));
+            let insert = current.get(j).map_or(usize::MAX, |d| d + 1);
+            let delete = previous.get(j + 1).map_or(usize::MAX, |d| d + 1);
+            current.push(substitute.min(insert).min(delete));
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -200,7 +345,10 @@ mod tests {
             r#"treshold = 1, threshold = 70000, bucket = "My_Bucket", prefix = 3, threshold = 1, bucket"#,
         );
         assert_eq!(errors.len(), 6, "{errors:?}");
-        assert!(errors[0].contains("unknown argument `treshold`"));
+        assert!(
+            errors[0].contains("unknown argument `treshold`; did you mean `threshold`?"),
+            "{errors:?}"
+        );
         assert!(errors[1].contains("0..=65535"));
         assert!(errors[2].contains("lower-case"));
         assert!(errors[3].contains("string literal"));
@@ -213,17 +361,54 @@ mod tests {
         let (args, errors) = parse("threshold = 65_535u16");
         assert!(errors.is_empty());
         assert_eq!(args.threshold.map(|t| t.0), Some(65535));
-        for bad in [
-            "threshold = \"655\"",
-            "threshold = N",
-            "threshold = -1",
-            "threshold = 1u32",
-            "threshold = 1.5",
+        for (bad, message) in [
+            ("threshold = \"655\"", "integer literal"),
+            ("threshold = N", "integer literal"),
+            ("threshold = -1", "0..=65535"),
+            ("threshold = 65536", "0..=65535"),
+            ("threshold = 1u32", "not a `u32`"),
+            ("threshold = 1.5", "integer literal"),
         ] {
             let (args, errors) = parse(bad);
             assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(errors[0].contains(message), "{bad}: {errors:?}");
             assert!(args.threshold.is_none());
         }
+    }
+
+    #[test]
+    fn sample_rate_becomes_a_threshold() {
+        for (rate, threshold) in [
+            ("0.01", 655),
+            ("0.1", 6553),
+            ("1.0", 65535),
+            ("1", 65535),
+            ("0.5", 32767),
+            ("1e-5", 0),
+        ] {
+            let (args, errors) = parse(&format!("sample_rate = {rate}"));
+            assert!(errors.is_empty(), "{rate}: {errors:?}");
+            assert_eq!(args.threshold.map(|t| t.0), Some(threshold), "{rate}");
+        }
+        for bad in ["0.0", "0", "1.5", "-0.1", "\"0.1\"", "RATE", "2"] {
+            let (args, errors) = parse(&format!("sample_rate = {bad}"));
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(args.threshold.is_none());
+        }
+        let (_, errors) = parse("threshold = 655, sample_rate = 0.01");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("keep one"));
+    }
+
+    #[test]
+    fn did_you_mean_close_names_only() {
+        assert_eq!(did_you_mean("treshold"), Some("threshold"));
+        assert_eq!(did_you_mean("Threshold"), Some("threshold"));
+        assert_eq!(did_you_mean("bukcet"), Some("bucket"));
+        assert_eq!(did_you_mean("sample_rte"), Some("sample_rate"));
+        assert_eq!(did_you_mean("prefx"), Some("prefix"));
+        assert_eq!(did_you_mean("region"), None);
+        assert_eq!(did_you_mean("x"), None);
     }
 
     #[test]

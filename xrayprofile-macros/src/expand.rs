@@ -1,10 +1,11 @@
 //! The only module that writes code. Every path it emits goes through
-//! `::xrayprofile::__private` or `::core`, so a user's own `Result`, `Option`
-//! or `Box` cannot break the expansion.
+//! `::xrayprofile::__private`, so a user's own `Result`, `Option`, `Box`,
+//! `core` or `std` cannot break the expansion.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::{AttrStyle, ItemFn, ReturnType};
+use syn::visit_mut::VisitMut;
+use syn::{AttrStyle, ItemFn, ReturnType, Type};
 
 use crate::args::{Args, RawArgs};
 use crate::diag::Diag;
@@ -25,10 +26,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_fn = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(item_fn) => item_fn,
         Err(_) => {
-            diag.error(
-                &item,
-                "`#[xrayprofile]` goes on an `async fn` Lambda handler",
-            );
+            diag.push(syn::Error::new(
+                first_token_span(&item),
+                "`#[xrayprofile]` goes on an `async fn` Lambda handler, not on this item",
+            ));
             return with_errors(item, diag);
         }
     };
@@ -40,6 +41,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             quote!(#errors #item)
         }
     }
+}
+
+fn first_token_span(item: &TokenStream) -> Span {
+    item.clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
 }
 
 fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
@@ -58,13 +66,18 @@ fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
 ///     static SITE: Site = Site::new(Some(655), None, None);
 ///     let wrapper = Wrapper::begin(&SITE, &event);
 ///     wrapper.run(async move {
+///         let <destructuring patterns> = <hidden args>;   // only if any
 ///         let ret: Result<R, E> = { body };
 ///         ret
 ///     }).await
 /// }
 /// ```
 fn wrap(args: &Args, handler: Handler) -> TokenStream {
-    let Handler { item, invocation } = handler;
+    let Handler {
+        item,
+        invocation,
+        rebinds,
+    } = handler;
     let ItemFn {
         attrs,
         vis,
@@ -92,10 +105,13 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
     // reported there with the trait's `on_unimplemented` message.
     let begin = quote_spanned!(invocation.span()=> #private::Wrapper::begin(&#site, &#invocation));
     // Spanned at the declared return type, so a body of the wrong type is
-    // reported against the signature the user wrote.
+    // reported against the signature the user wrote. `impl Trait` cannot be
+    // a `let` type, so it becomes `_` there (the fn's signature keeps it).
     let ret_decl = match &sig.output {
         ReturnType::Type(_, ty) => {
-            quote_spanned!(syn::spanned::Spanned::span(ty)=> let #ret: #ty = #block;)
+            let mut ty = (**ty).clone();
+            EraseImplTrait.visit_type_mut(&mut ty);
+            quote_spanned!(syn::spanned::Spanned::span(&ty)=> let #ret: #ty = #block;)
         }
         ReturnType::Default => quote!(let #ret: () = #block;),
     };
@@ -107,9 +123,24 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
             static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix);
             let #wrapper = #begin;
             #wrapper.run(async move {
+                #rebinds
                 #ret_decl
                 #ret
             }).await
         }
+    }
+}
+
+struct EraseImplTrait;
+
+impl VisitMut for EraseImplTrait {
+    fn visit_type_mut(&mut self, ty: &mut Type) {
+        if let Type::ImplTrait(impl_trait) = ty {
+            *ty = Type::Infer(syn::TypeInfer {
+                underscore_token: syn::Token![_](syn::spanned::Spanned::span(impl_trait)),
+            });
+            return;
+        }
+        syn::visit_mut::visit_type_mut(self, ty);
     }
 }

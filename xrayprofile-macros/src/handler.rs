@@ -1,67 +1,116 @@
-//! The annotated item: it must be an `async fn` whose first argument carries
-//! the invocation. The body is kept as parsed and pasted back unchanged.
+//! The annotated item: an `async fn` whose first argument after `self`
+//! carries the invocation. The body is kept as parsed and pasted back
+//! unchanged; only argument patterns are moved (see [`Handler::from_item`]).
 
-use syn::{FnArg, Ident, ItemFn, Pat, PatIdent};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::{FnArg, Ident, ItemFn, Pat, PatIdent, PatType};
 
 use crate::diag::Diag;
 
 /// What the expansion needs from the handler.
 pub(crate) struct Handler {
+    /// The function, with destructuring argument patterns replaced by hidden
+    /// names.
     pub(crate) item: ItemFn,
-    /// The first argument's binding, which the wrapper reads the context from.
+    /// The binding the wrapper reads the invocation from.
     pub(crate) invocation: Ident,
+    /// `let <pattern> = <hidden name>;` for every replaced pattern, to run at
+    /// the top of the body so the user's bindings exist exactly as written.
+    pub(crate) rebinds: TokenStream,
 }
 
 impl Handler {
     /// Checks the handler's shape, recording each problem in `diag`.
-    pub(crate) fn from_item(item: ItemFn, diag: &mut Diag) -> Option<Handler> {
-        let sig = &item.sig;
-        if let Some(constness) = &sig.constness {
-            diag.error(
-                constness,
-                "`#[xrayprofile]` cannot wrap a `const fn`; remove `const`",
-            );
-        }
-        if let Some(unsafety) = &sig.unsafety {
-            diag.error(unsafety, "`#[xrayprofile]` cannot wrap an `unsafe fn`; move the unsafe code into a helper the handler calls");
-        }
-        if let Some(abi) = &sig.abi {
-            diag.error(
-                abi,
-                "`#[xrayprofile]` cannot wrap an `extern` fn; remove the ABI",
-            );
-        }
-        if sig.asyncness.is_none() {
-            diag.error(
-                sig.fn_token,
-                "`#[xrayprofile]` wraps async handlers only; add `async`",
-            );
-        }
-        let invocation = match sig.inputs.first() {
-            Some(FnArg::Typed(arg)) => match &*arg.pat {
+    ///
+    /// An argument written as a pattern (`LambdaEvent { payload, context }: T`,
+    /// `(a, b): T`, `_: T`) cannot be named by the wrapper, so the signature
+    /// gets a hidden name in its place and the pattern is bound from it inside
+    /// the body. Callers see no difference: patterns are not part of a fn's type.
+    pub(crate) fn from_item(mut item: ItemFn, diag: &mut Diag) -> Option<Handler> {
+        check_signature(&item, diag);
+        let mut rebinds = TokenStream::new();
+        let mut invocation = None;
+        let mut has_receiver = false;
+        for (index, arg) in item.sig.inputs.iter_mut().enumerate() {
+            let PatType { pat, .. } = match arg {
+                FnArg::Typed(typed) => typed,
+                FnArg::Receiver(_) => {
+                    has_receiver = true;
+                    continue;
+                }
+            };
+            let name = match &**pat {
                 Pat::Ident(PatIdent {
                     ident,
                     by_ref: None,
                     subpat: None,
                     ..
-                }) => Some(ident.clone()),
-                other => {
-                    diag.error(other, "`#[xrayprofile]` needs the first argument bound to a name; write `event: LambdaEvent<T>` and destructure it in the body");
-                    None
+                }) => ident.clone(),
+                Pat::Wild(_) if invocation.is_some() => continue,
+                _ => {
+                    let hidden =
+                        format_ident!("__xrayprofile_arg{}", index, span = Span::mixed_site());
+                    let original = std::mem::replace(&mut **pat, hidden_pat(&hidden));
+                    rebinds.extend(quote!(let #original = #hidden;));
+                    hidden
                 }
-            },
-            Some(FnArg::Receiver(receiver)) => {
-                diag.error(receiver, "`#[xrayprofile]` does not support methods yet; make the handler a free function");
-                None
-            }
-            None => {
-                diag.error(&sig.ident, "`#[xrayprofile]` reads the invocation from the handler's first argument; add `event: LambdaEvent<T>`");
-                None
-            }
-        };
+            };
+            invocation.get_or_insert(name);
+        }
+        if invocation.is_none() {
+            let what = if has_receiver {
+                "after `self`"
+            } else {
+                "first"
+            };
+            diag.error(
+                &item.sig.ident,
+                format!("`#[xrayprofile]` reads the invocation from the handler's {what} argument; add `event: LambdaEvent<T>`"),
+            );
+        }
         Some(Handler {
             invocation: invocation?,
             item,
+            rebinds,
         })
+    }
+}
+
+fn hidden_pat(ident: &Ident) -> Pat {
+    Pat::Ident(PatIdent {
+        attrs: Vec::new(),
+        by_ref: None,
+        mutability: None,
+        ident: ident.clone(),
+        subpat: None,
+    })
+}
+
+fn check_signature(item: &ItemFn, diag: &mut Diag) {
+    let sig = &item.sig;
+    if let Some(constness) = &sig.constness {
+        diag.error(
+            constness,
+            "`#[xrayprofile]` cannot wrap a `const fn`; remove `const`",
+        );
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        diag.error(unsafety, "`#[xrayprofile]` cannot wrap an `unsafe fn`; move the unsafe code into a function the handler calls");
+    }
+    if let Some(abi) = &sig.abi {
+        diag.error(
+            abi,
+            "`#[xrayprofile]` cannot wrap an `extern` fn; remove the ABI",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        diag.error(variadic, "`#[xrayprofile]` cannot wrap a variadic fn");
+    }
+    if sig.asyncness.is_none() {
+        diag.error(
+            sig.fn_token,
+            "`#[xrayprofile]` wraps async handlers only; write `async fn`",
+        );
     }
 }

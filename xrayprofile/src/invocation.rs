@@ -25,40 +25,56 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 /// deadline, function ARN and X-Ray trace header.
 ///
 /// `#[xrayprofile]` reads the invocation from the handler's first argument
-/// through this trait.
+/// (after `self`) through this trait. It is implemented for
+/// [`LambdaEvent<T>`], [`Context`], references to them, and, with the `http`
+/// feature, `lambda_http::Request`.
 ///
 /// ```
 /// use lambda_runtime::{Context, LambdaEvent};
 /// use xrayprofile::Invocation;
 ///
 /// let event = LambdaEvent::new(serde_json::json!({}), Context::default());
-/// assert_eq!(event.lambda_context().request_id, "");
+/// assert!(event.lambda_context().is_some());
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`#[xrayprofile]` cannot find the Lambda invocation in `{Self}`",
     label = "the handler's first argument must carry the invocation",
-    note = "make the first argument a `lambda_runtime::LambdaEvent<T>` or a `lambda_runtime::Context`"
+    note = "make the first argument a `lambda_runtime::LambdaEvent<T>`, a `lambda_runtime::Context`, or (with the `http` feature) a `lambda_http::Request`"
 )]
 pub trait Invocation {
-    /// The invocation's context, as lambda_runtime received it.
-    fn lambda_context(&self) -> &Context;
+    /// The invocation's context, as lambda_runtime received it; `None` when
+    /// the argument carries none (a `lambda_http::Request` built by hand).
+    fn lambda_context(&self) -> Option<&Context>;
 }
 
 impl<T> Invocation for LambdaEvent<T> {
-    fn lambda_context(&self) -> &Context {
-        &self.context
+    fn lambda_context(&self) -> Option<&Context> {
+        Some(&self.context)
     }
 }
 
 impl Invocation for Context {
-    fn lambda_context(&self) -> &Context {
-        self
+    fn lambda_context(&self) -> Option<&Context> {
+        Some(self)
     }
 }
 
 impl<T: Invocation + ?Sized> Invocation for &T {
-    fn lambda_context(&self) -> &Context {
+    fn lambda_context(&self) -> Option<&Context> {
         (**self).lambda_context()
+    }
+}
+
+impl<T: Invocation + ?Sized> Invocation for &mut T {
+    fn lambda_context(&self) -> Option<&Context> {
+        (**self).lambda_context()
+    }
+}
+
+#[cfg(feature = "http")]
+impl Invocation for lambda_http::Request {
+    fn lambda_context(&self) -> Option<&Context> {
+        lambda_http::RequestExt::lambda_context_ref(self)
     }
 }
 
@@ -111,7 +127,10 @@ struct Plan {
 impl Wrapper {
     /// Decides whether this invocation is profiled. Allocates nothing unless it is.
     pub fn begin(site: &'static Site, invocation: &impl Invocation) -> Wrapper {
-        let ctx = invocation.lambda_context();
+        let Some(ctx) = invocation.lambda_context() else {
+            tracing::debug!("not profiled: the handler's first argument carries no Lambda context");
+            return Wrapper { plan: None };
+        };
         let settings = Overrides::get().settings(&site.defaults);
         Wrapper {
             plan: plan(ctx, settings).map(Box::new),
