@@ -50,7 +50,7 @@ impl Args {
             let Some((ident, value)) = name_value(meta, diag) else {
                 continue;
             };
-            if seen.iter().any(|s| *s == ident) {
+            if seen.contains(&ident) {
                 diag.error(&ident, format!("`{ident}` is given twice; keep one"));
                 continue;
             }

@@ -107,14 +107,18 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
     // Spanned at the declared return type, so a body of the wrong type is
     // reported against the signature the user wrote. `impl Trait` cannot be
     // a `let` type, so it becomes `_` there (the fn's signature keeps it).
-    let ret_decl = match &sig.output {
+    let (ret_decl, ret_span) = match &sig.output {
         ReturnType::Type(_, ty) => {
             let mut ty = (**ty).clone();
             EraseImplTrait.visit_type_mut(&mut ty);
-            quote_spanned!(syn::spanned::Spanned::span(&ty)=> let #ret: #ty = #block;)
+            let span = syn::spanned::Spanned::span(&ty);
+            (quote_spanned!(span=> let #ret: #ty = #block;), span)
         }
-        ReturnType::Default => quote!(let #ret: () = #block;),
+        ReturnType::Default => (quote!(let #ret: () = #block;), sig.ident.span()),
     };
+    // Spanned at the return type too: `run` requires a `Result`, and a
+    // handler returning something else is told so at its return type.
+    let run = quote_spanned!(ret_span=> ::xrayprofile::__private::Wrapper::run);
 
     quote! {
         #(#outer)*
@@ -122,7 +126,7 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
             #(#inner)*
             static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix);
             let #wrapper = #begin;
-            #wrapper.run(async move {
+            #run(#wrapper, async move {
                 #rebinds
                 #ret_decl
                 #ret

@@ -24,7 +24,7 @@ impl Handler {
     /// Checks the handler's shape, recording each problem in `diag`.
     ///
     /// An argument written as a pattern (`LambdaEvent { payload, context }: T`,
-    /// `(a, b): T`, `_: T`) cannot be named by the wrapper, so the signature
+    /// `(a, b): T`, `_: T`, `mut event: T`) cannot be named by the wrapper, so the signature
     /// gets a hidden name in its place and the pattern is bound from it inside
     /// the body. Callers see no difference: patterns are not part of a fn's type.
     pub(crate) fn from_item(mut item: ItemFn, diag: &mut Diag) -> Option<Handler> {
@@ -59,14 +59,14 @@ impl Handler {
             invocation.get_or_insert(name);
         }
         if invocation.is_none() {
-            let what = if has_receiver {
-                "after `self`"
+            let which = if has_receiver {
+                "first argument after `self`"
             } else {
-                "first"
+                "first argument"
             };
             diag.error(
                 &item.sig.ident,
-                format!("`#[xrayprofile]` reads the invocation from the handler's {what} argument; add `event: LambdaEvent<T>`"),
+                format!("`#[xrayprofile]` reads the invocation from the handler's {which}; add `event: LambdaEvent<T>`"),
             );
         }
         Some(Handler {

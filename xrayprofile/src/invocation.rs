@@ -78,6 +78,25 @@ impl Invocation for lambda_http::Request {
     }
 }
 
+/// What a handler returns: a `Result`, whose error side marks the profile's
+/// outcome.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a `#[xrayprofile]` handler returns `Result<T, E>`, not `{Self}`",
+    label = "change the return type to a `Result`",
+    note = "lambda_runtime's `service_fn` expects handlers that return `Result<T, E>`"
+)]
+pub trait HandlerOutput {
+    /// Whether the handler failed.
+    fn is_error(&self) -> bool;
+}
+
+impl<T, E> HandlerOutput for Result<T, E> {
+    fn is_error(&self) -> bool {
+        self.is_err()
+    }
+}
+
 /// One annotated handler: the values its attribute wrote. The macro puts one
 /// in a `static` per handler.
 #[doc(hidden)]
@@ -139,9 +158,10 @@ impl Wrapper {
 
     /// Runs `body`, profiling it if this invocation was sampled, and returns
     /// its output unchanged.
-    pub async fn run<F, T, E>(self, body: F) -> Result<T, E>
+    pub async fn run<F>(self, body: F) -> F::Output
     where
-        F: Future<Output = Result<T, E>>,
+        F: Future,
+        F::Output: HandlerOutput,
     {
         let Some(plan) = self.plan else {
             return body.await;
@@ -162,7 +182,7 @@ impl Wrapper {
             }
         };
         let output = body.await;
-        let outcome = if output.is_ok() { "ok" } else { "error" };
+        let outcome = if output.is_error() { "error" } else { "ok" };
         plan.store(profile, outcome).await;
         output
     }

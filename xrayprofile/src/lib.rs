@@ -73,6 +73,6 @@ pub use xrayprofile_macros::xrayprofile;
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::invocation::{Site, Wrapper};
+    pub use crate::invocation::{HandlerOutput, Site, Wrapper};
     pub use core::option::Option;
 }

@@ -1,0 +1,6 @@
+use xrayprofile::xrayprofile;
+
+#[xrayprofile(threshold = 655)]
+struct Handler;
+
+fn main() {}
