@@ -27,6 +27,7 @@
 //! | argument | meaning | default | environment override |
 //! |---|---|---|---|
 //! | `threshold = N` | profile when the last 4 hex digits of the trace root are `<= N` (0–65535; 655 ≈ 1 %, 6553 ≈ 10 %, 65535 = all) | `0` (1 in 65,536) | `XRAYPROFILE_THRESHOLD` |
+//! | `sample_rate = r` | the same as a share, `0.0 < r <= 1.0`: `threshold = ceil(r × 65536) − 1` | | (use `XRAYPROFILE_THRESHOLD`) |
 //! | `bucket = "name"` | S3 bucket for profiles | `xrayprofile-{account id}-{AWS_REGION}` | `XRAYPROFILE_S3_BUCKET` |
 //! | `prefix = "p/"` | key prefix; a `/` is added if missing | none | `XRAYPROFILE_S3_PREFIX` |
 //!

@@ -1,0 +1,47 @@
+//! A lambda_http function (API Gateway HTTP API events) with an annotated
+//! handler, run by `lambda_http::run`, which requires a `Send` future.
+
+use lambda_http::{Error, IntoResponse, Request, RequestExt, service_fn};
+use xrayprofile::xrayprofile;
+
+#[xrayprofile(threshold = 65535, bucket = "fixture-profiles", prefix = "http")]
+async fn handler(req: Request) -> Result<impl IntoResponse, Error> {
+    let name = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("name"))
+        .unwrap_or("world")
+        .to_owned();
+    let spin_ms = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("spin_ms"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let spun = http_hot(spin_ms);
+    Ok(format!("hello {name} ({})", spun > 0))
+}
+
+/// Burns `ms` of this thread's CPU time.
+#[inline(never)]
+fn http_hot(ms: u64) -> u64 {
+    let start = cpu_time::ThreadTime::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x = std::hint::black_box(x);
+    }
+    x | 1
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    lambda_http::run(service_fn(handler)).await
+}
