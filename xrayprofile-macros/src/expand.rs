@@ -55,7 +55,7 @@ fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
 /// Output:
 /// ```text
 /// async fn handler(event: LambdaEvent<T>) -> Result<R, E> {
-///     static SITE: Site = Site::new(Some(655), None, None);
+///     static SITE: Site = Site::new(Some(655), None, None, None);
 ///     let wrapper = Wrapper::begin(&SITE, &event);
 ///     wrapper.run(async move {
 ///         let ret: Result<R, E> = { body };
@@ -104,7 +104,7 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix);
+            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #private::Option::None);
             let #wrapper = #begin;
             #wrapper.run(async move {
                 #ret_decl

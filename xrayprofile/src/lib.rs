@@ -29,6 +29,7 @@
 //! | `threshold = N` | profile when the last 4 hex digits of the trace root are `<= N` (0–65535; 655 ≈ 1 %, 6553 ≈ 10 %, 65535 = all) | `0` (1 in 65,536) | `XRAYPROFILE_THRESHOLD` |
 //! | `bucket = "name"` | S3 bucket for profiles | `xrayprofile-{account id}-{AWS_REGION}` | `XRAYPROFILE_S3_BUCKET` |
 //! | `prefix = "p/"` | key prefix; a `/` is added if missing | none | `XRAYPROFILE_S3_PREFIX` |
+//! | `max_per_minute = N` (argument not parsed by the macro yet; the variable works) | the most profiles per minute per execution environment, as a token bucket (bursts of `N`); `0` = no cap. It bounds what a caller who forces sampling with trace IDs ending in `0000` can cost | `10` | `XRAYPROFILE_MAX_PER_MINUTE` |
 //!
 //! Environment variables, when set, win over the attribute; they are read once,
 //! at the first invocation. `XRAYPROFILE_ENABLED=false` turns profiling off,
@@ -55,6 +56,7 @@
 
 mod config;
 mod invocation;
+mod limit;
 mod pprof_file;
 mod profiler;
 mod sampling;
