@@ -262,6 +262,13 @@ fn owner_str(account: &str) -> &'static str {
 
 impl Plan {
     async fn store(&self, profile: ActiveProfile, outcome: &'static str) {
+        // Building the profile (symbolizing) takes CPU time too; when the
+        // deadline is already within the margin, stop the sampler and answer.
+        if self.upload_budget().is_zero() {
+            drop(profile);
+            tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
+            return;
+        }
         let identity = Identity {
             trace_id: self.root.as_str(),
             request_id: &self.request_id,
@@ -291,7 +298,7 @@ impl Plan {
         let key = &self.key;
         let budget = self.upload_budget();
         if budget.is_zero() {
-            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to upload it; raise the function timeout");
+            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
             return;
         }
         let metadata = HashMap::from([

@@ -195,7 +195,7 @@ mod s3 {
     use aws_sdk_s3::config::http::HttpResponse;
     use aws_sdk_s3::config::retry::RetryConfig;
     use aws_sdk_s3::config::timeout::TimeoutConfig;
-    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_s3::operation::put_object::PutObjectError;
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::ObjectCannedAcl;
@@ -261,6 +261,21 @@ mod s3 {
             .map_err(|err| explain(&err, bucket, expected_owner))
     }
 
+    /// `err: cause: cause ...`, each level once.
+    fn error_chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let next = cause.to_string();
+            if !text.ends_with(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
     /// Turns an SDK error into one message that says what happened and what
     /// to change; the caller logs it once.
     fn explain(
@@ -268,11 +283,20 @@ mod s3 {
         bucket: &str,
         expected_owner: &str,
     ) -> UploadError {
-        let message = format!("S3 PutObject failed: {}", DisplayErrorContext(err));
         let status = err.raw_response().map(|r| r.status().as_u16());
+        // S3's own code and message when it answered; the cause chain
+        // (refused, DNS, timeout) when it did not. Not the SDK's Debug dump,
+        // which would bury the fix at the end of a very long line.
+        let message = match (status, err.code()) {
+            (Some(status), Some(code)) => format!(
+                "S3 PutObject answered {status} {code}: {:?}",
+                crate::trace::truncate_for_log(err.message().unwrap_or_default())
+            ),
+            _ => format!("S3 PutObject failed: {}", error_chain(err)),
+        };
         let hint = match (err, err.code(), status) {
             (_, Some("AccessDenied"), _) | (_, _, Some(403)) => format!(
-                "S3 answered 403 AccessDenied, which means one of two things: either bucket `{bucket}` is not owned by this function's account {expected_owner} (every write names ExpectedBucketOwner={expected_owner}, and S3 refuses it when the bucket belongs to another account, as a same-named bucket created by someone else would; create `{bucket}` in account {expected_owner} or set XRAYPROFILE_S3_BUCKET to a bucket it owns), or the function's role lacks s3:PutObject and s3:PutObjectAcl on arn:aws:s3:::{bucket}/<prefix>* (grant them; see the IAM policy in docs/security.md)"
+                "S3 gives 403 for two causes it does not tell apart: either bucket `{bucket}` is not owned by this function's account {expected_owner} (every write names ExpectedBucketOwner={expected_owner}, and S3 refuses it when the bucket belongs to another account, as a same-named bucket created by someone else would; create `{bucket}` in account {expected_owner} or set XRAYPROFILE_S3_BUCKET to a bucket it owns), or the function's role lacks s3:PutObject and s3:PutObjectAcl on arn:aws:s3:::{bucket}/<prefix>* (grant them; see the IAM policy in docs/security.md)"
             ),
             (_, Some("NoSuchBucket"), _) | (_, _, Some(404)) => format!(
                 "bucket `{bucket}` does not exist: create it in account {expected_owner}, or set XRAYPROFILE_S3_BUCKET to an existing one"
