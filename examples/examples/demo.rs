@@ -121,6 +121,9 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         .arg("--function")
         .env("RUST_LOG", "xrayprofile=info,warn")
         .env("AWS_LAMBDA_FUNCTION_NAME", "xrayprofile-demo")
+        // The demo profiles about 13 invocations in 10 s, above the default
+        // cap of 10 a minute that protects real functions from forced sampling.
+        .env("XRAYPROFILE_MAX_PER_MINUTE", "0")
         .spawn()?;
     println!(
         "S3-compatible server  {}  (bucket `{BUCKET}`)",

@@ -5,6 +5,7 @@
 //! xrayprofile reads once per process) its own, as each Lambda execution
 //! environment is.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ pub struct Function {
 pub struct Launch<'a> {
     binary: &'a Path,
     args: Vec<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(String, OsString)>,
 }
 
 impl<'a> Launch<'a> {
@@ -49,7 +50,7 @@ impl<'a> Launch<'a> {
             args: Vec::new(),
             env: env
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
                 .collect(),
         }
     }
@@ -72,9 +73,14 @@ impl<'a> Launch<'a> {
     }
 
     /// Sets one environment variable.
-    pub fn env(mut self, name: &str, value: &str) -> Launch<'a> {
+    pub fn env(self, name: &str, value: &str) -> Launch<'a> {
+        self.env_os(name, OsString::from(value))
+    }
+
+    /// Sets one environment variable to any bytes, UTF-8 or not.
+    pub fn env_os(mut self, name: &str, value: OsString) -> Launch<'a> {
         self.env.retain(|(n, _)| n != name);
-        self.env.push((name.to_owned(), value.to_owned()));
+        self.env.push((name.to_owned(), value));
         self
     }
 
@@ -138,9 +144,39 @@ impl Function {
             .collect()
     }
 
+    /// Waits until at least `count` lines contain `needle` and returns those
+    /// lines, or what there is after 10 s.
+    ///
+    /// A line the function wrote before answering can still be in the pipe
+    /// when the answer arrives; this waits for the reader to catch up. It is
+    /// not a timing assertion: the caller checks the lines it gets.
+    pub async fn wait_for_logs(&self, needle: &str, count: usize) -> Vec<String> {
+        self.wait_until(|logs| logs.iter().filter(|l| l.contains(needle)).count() >= count)
+            .await;
+        self.logs_containing(needle)
+    }
+
+    /// Waits until `done` holds for the lines logged so far, for at most 10 s.
+    pub async fn wait_until(&self, done: impl Fn(&[String]) -> bool) {
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done(&self.logs()) && tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process's resident set size in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Stops the process.

@@ -6,12 +6,17 @@
 //!   SigV4 checking) that records the headers of every request it receives;
 //! - [`function::Function`]: a Lambda function binary started as a child
 //!   process with the environment Lambda would give it;
-//! - [`pprof_view`]: reads the gzipped pprof files back.
+//! - [`pprof_view`]: reads the gzipped pprof files back;
+//! - [`harness`]: start all three, invoke, compare answers.
 //!
 //! Nothing here is mocked: the function under test runs the published
-//! `lambda_runtime` and `aws-sdk-s3` code paths end to end.
+//! `lambda_runtime` and `aws-sdk-s3` code paths end to end. The S3 server's
+//! fault hook ([`s3_server::Fault`]) injects what real S3 and real networks
+//! do and a healthy local server does not (403, 500/503, no answer, a slow
+//! answer) in front of the real s3s server.
 
 pub mod function;
+pub mod harness;
 pub mod pprof_view;
 pub mod runtime_api;
 pub mod s3_server;

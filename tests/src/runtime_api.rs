@@ -55,14 +55,40 @@ pub enum Outcome {
     Error(serde_json::Value),
 }
 
+/// What the function answered, and when, against the deadline it was given.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The answer.
+    pub outcome: Outcome,
+    /// The deadline the invocation carried.
+    pub deadline: SystemTime,
+    /// When the answer reached the Runtime API.
+    pub answered: SystemTime,
+}
+
+impl Answer {
+    /// Time left before the deadline when the answer arrived; negative
+    /// (as `Err`) if it came after.
+    pub fn slack(&self) -> Result<Duration, Duration> {
+        self.deadline
+            .duration_since(self.answered)
+            .map_err(|late| late.duration())
+    }
+}
+
 struct Queued {
     invoke: Invoke,
-    reply: oneshot::Sender<Outcome>,
+    reply: oneshot::Sender<Answer>,
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Answer>,
+    deadline: SystemTime,
 }
 
 struct Shared {
     queue: Mutex<mpsc::UnboundedReceiver<Queued>>,
-    waiting: std::sync::Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    waiting: std::sync::Mutex<HashMap<String, Waiter>>,
 }
 
 /// The Runtime API server; it runs until dropped with its runtime.
@@ -109,6 +135,14 @@ impl RuntimeApi {
     /// # Errors
     /// If the function never answers (it exited).
     pub async fn invoke(&self, invoke: Invoke) -> Result<Outcome, String> {
+        self.invoke_timed(invoke).await.map(|answer| answer.outcome)
+    }
+
+    /// Like [`RuntimeApi::invoke`], with when the answer came.
+    ///
+    /// # Errors
+    /// If the function never answers (it exited).
+    pub async fn invoke_timed(&self, invoke: Invoke) -> Result<Answer, String> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Queued { invoke, reply })
@@ -155,7 +189,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let waiter = shared.waiting.lock().ok().and_then(|mut w| w.remove(&id));
     match waiter {
         Some(waiter) => {
-            let _ = waiter.send(outcome);
+            let _ = waiter.reply.send(Answer {
+                outcome,
+                deadline: waiter.deadline,
+                answered: SystemTime::now(),
+            });
             Ok(reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
         }
         None => Ok(reply(StatusCode::BAD_REQUEST, "unknown request id")),
@@ -177,7 +215,13 @@ async fn next(shared: &Shared) -> Response<Body> {
         .map(|d| d.as_millis())
         .unwrap_or_default();
     if let Ok(mut waiting) = shared.waiting.lock() {
-        waiting.insert(invoke.request_id.clone(), waiter);
+        waiting.insert(
+            invoke.request_id.clone(),
+            Waiter {
+                reply: waiter,
+                deadline,
+            },
+        );
     }
     let mut response = Response::builder()
         .status(StatusCode::OK)

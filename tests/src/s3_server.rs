@@ -1,11 +1,20 @@
 //! An S3-compatible server on loopback: s3s's protocol layer (with SigV4
 //! signature checking) over s3s-fs's file store, behind a recorder that keeps
 //! the method, path and headers of every request as the server received them.
+//!
+//! Between the recorder and s3s sits a fault hook ([`Fault`]): a test double
+//! for what real S3 and real networks do and a healthy local server does not
+//! (403 for a bucket owned by another account, 500/503, a connection that is
+//! accepted and never answered, a slow answer). The requests that get through
+//! are served by the real s3s code, so everything else stays real.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -41,11 +50,33 @@ impl Recorded {
     }
 }
 
+/// A fault the server injects into every request that reaches it while set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and an S3 XML error of this code, as S3 does.
+    Status {
+        /// HTTP status, such as 403 or 503.
+        status: u16,
+        /// S3 error code, such as `AccessDenied` or `ServiceUnavailable`.
+        code: &'static str,
+    },
+    /// Refuse, as S3 does, any request whose `x-amz-expected-bucket-owner`
+    /// is not this account: the bucket belongs to someone else.
+    BucketOwnedBy(String),
+    /// Read the request and never answer; the connection stays open.
+    Hang,
+    /// Answer normally after this long.
+    Delay(Duration),
+}
+
+type FaultSlot = Arc<Mutex<Option<Fault>>>;
+
 /// The server; it stops when dropped.
 pub struct S3Server {
     addr: SocketAddr,
     root: tempfile::TempDir,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    fault: FaultSlot,
     task: JoinHandle<()>,
 }
 
@@ -69,13 +100,17 @@ impl S3Server {
         let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
+        let fault: FaultSlot = Arc::new(Mutex::new(None));
+        let faults = fault.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let s3 = s3.clone();
                 let log = log.clone();
+                let faults = faults.clone();
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req| record(s3.clone(), log.clone(), req));
+                    let service = hyper::service::service_fn(move |req| {
+                        record(s3.clone(), log.clone(), faults.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -86,8 +121,16 @@ impl S3Server {
             addr,
             root,
             requests,
+            fault,
             task,
         })
+    }
+
+    /// Injects `fault` into every later request, or stops injecting (`None`).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        if let Ok(mut slot) = self.fault.lock() {
+            *slot = fault;
+        }
     }
 
     /// `http://127.0.0.1:port`, the value of `AWS_ENDPOINT_URL_S3`.
@@ -163,6 +206,7 @@ fn collect_keys(root: &Path, dir: &Path, keys: &mut Vec<String>) {
 async fn record(
     s3: S3Service,
     log: Arc<Mutex<Vec<Recorded>>>,
+    fault: FaultSlot,
     req: Request<Incoming>,
 ) -> Result<Response<s3s::Body>, Infallible> {
     let recorded = Recorded {
@@ -179,8 +223,51 @@ async fn record(
             })
             .collect(),
     };
+    let owner = recorded
+        .header("x-amz-expected-bucket-owner")
+        .map(str::to_owned);
     if let Ok(mut log) = log.lock() {
         log.push(recorded);
+    }
+    let fault = fault.lock().ok().and_then(|f| f.clone());
+    let refusal = match fault {
+        None => None,
+        Some(Fault::Status { status, code }) => Some((status, code)),
+        Some(Fault::BucketOwnedBy(account)) => {
+            (owner.as_deref() != Some(account.as_str())).then_some((403, "AccessDenied"))
+        }
+        Some(Fault::Hang) => {
+            // Take the request, as a stuck server does, and never answer.
+            let _ = req.into_body().collect().await;
+            std::future::pending::<()>().await;
+            return Ok(Response::new(s3s::Body::empty()));
+        }
+        Some(Fault::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+    };
+    if let Some((status, code)) = refusal {
+        // Read the body first, so the client sees the answer rather than a
+        // reset connection.
+        let _ = req.into_body().collect().await;
+        // S3's own text for a 403, whatever its cause.
+        let message = if status == 403 {
+            "Access Denied"
+        } else {
+            "injected by the test's fault hook"
+        };
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>FAULT</RequestId></Error>"
+        );
+        let mut response = Response::new(s3s::Body::from(body));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/xml"),
+        );
+        return Ok(response);
     }
     let response = match s3.call(req.map(s3s::Body::from)).await {
         Ok(response) => response,

@@ -149,7 +149,14 @@ async fn sampled_invocation_uploads_one_profile_with_acl_owner_and_metadata() {
             "{labels:?}"
         );
     }
-    assert_eq!(setup.function.logs_containing("profile written").len(), 1);
+    assert_eq!(
+        setup
+            .function
+            .wait_for_logs("profile written", 1)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +178,8 @@ async fn unsampled_invocation_uploads_nothing() {
     assert_eq!(
         setup
             .function
-            .logs_containing("not profiled: trace key above threshold")
+            .wait_for_logs("not profiled: trace key above threshold", 5)
+            .await
             .len(),
         5
     );
@@ -207,7 +215,11 @@ async fn missing_or_malformed_trace_header_returns_response_unchanged() {
         setup.function.logs()
     );
     assert_eq!(
-        setup.function.logs_containing("not profiled").len(),
+        setup
+            .function
+            .wait_for_logs("not profiled", headers.len())
+            .await
+            .len(),
         headers.len()
     );
 }
@@ -227,7 +239,10 @@ async fn stopped_s3_server_returns_response_unchanged() {
     )
     .await;
     assert_eq!(outcome, expected_response(&id, &payload));
-    let failures = setup.function.logs_containing("profile upload failed");
+    let failures = setup
+        .function
+        .wait_for_logs("profile upload failed", 1)
+        .await;
     assert_eq!(
         failures.len(),
         1,
@@ -277,37 +292,61 @@ async fn handler_error_is_profiled_and_returned_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handler_releases_the_profiler_for_the_next_invocation() {
-    let setup = setup(|l| l).await;
-    let outcome = invoke(
-        &setup,
-        &request_id(1),
-        Some(trace_header(1, SAMPLED_KEY)),
-        json!({ "spin_ms": 20, "panic": true }),
-    )
-    .await;
-    assert!(
-        matches!(outcome, Outcome::Error(_)),
-        "lambda_runtime reports the panic: {outcome:?}"
-    );
-    assert!(
-        setup.s3.puts().is_empty(),
-        "a panicked invocation has no result to profile"
-    );
+    let mut setup = setup(|l| l).await;
+    // Panics and normal invocations alternate, all sampled: after each
+    // panic the profiler must be free again.
+    for round in 0..3u32 {
+        let outcome = invoke(
+            &setup,
+            &request_id(2 * round),
+            Some(trace_header(2 * round, SAMPLED_KEY)),
+            json!({ "spin_ms": 20, "panic": true }),
+        )
+        .await;
+        let Outcome::Error(error) = outcome else {
+            panic!("lambda_runtime reports the panic as an error, got {outcome:?}")
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("fixture handler panicked on purpose"),
+            "{error}"
+        );
 
-    let id = request_id(2);
-    let payload = json!({ "spin_ms": 50 });
-    let outcome = invoke(
-        &setup,
-        &id,
-        Some(trace_header(2, SAMPLED_KEY)),
-        payload.clone(),
-    )
-    .await;
-    assert_eq!(outcome, expected_response(&id, &payload));
+        let id = request_id(2 * round + 1);
+        let payload = json!({ "spin_ms": 150 });
+        let outcome = invoke(
+            &setup,
+            &id,
+            Some(trace_header(2 * round + 1, SAMPLED_KEY)),
+            payload.clone(),
+        )
+        .await;
+        assert_eq!(outcome, expected_response(&id, &payload));
+        let key = format!(
+            "fixture/{}/{id}.pprof",
+            trace_root(2 * round + 1, SAMPLED_KEY)
+        );
+        let profile = pprof_view::decode(&setup.s3.object(BUCKET, &key).unwrap()).unwrap();
+        assert!(
+            pprof_view::total_samples(&profile) > 0,
+            "the invocation after a panic is profiled normally"
+        );
+    }
     assert_eq!(
-        setup.s3.keys(BUCKET),
-        [format!("fixture/{}/{id}.pprof", trace_root(2, SAMPLED_KEY))]
+        setup.s3.keys(BUCKET).len(),
+        3,
+        "a panicked invocation has no result to profile; the others all do"
     );
+    assert!(
+        setup
+            .function
+            .logs_containing("profile not started")
+            .is_empty(),
+        "the profiler was never left running: {:?}",
+        setup.function.logs()
+    );
+    assert!(setup.function.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +394,8 @@ async fn kill_switch_and_bad_values() {
     assert!(setup.s3.requests().is_empty());
     let invalid = setup
         .function
-        .logs_containing("ignoring invalid XRAYPROFILE_THRESHOLD");
+        .wait_for_logs("ignoring invalid XRAYPROFILE_THRESHOLD", 1)
+        .await;
     assert_eq!(
         invalid.len(),
         1,

@@ -63,7 +63,7 @@ fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
 /// Output:
 /// ```text
 /// async fn handler(event: LambdaEvent<T>) -> Result<R, E> {
-///     static SITE: Site = Site::new(Some(655), None, None);
+///     static SITE: Site = Site::new(Some(655), None, None, None);
 ///     let wrapper = Wrapper::begin(&SITE, &event);
 ///     wrapper.run(async move {
 ///         let <destructuring patterns> = <hidden args>;   // only if any
@@ -124,7 +124,7 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix);
+            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #private::Option::None);
             let #wrapper = #begin;
             #run(#wrapper, async move {
                 #rebinds

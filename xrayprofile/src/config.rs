@@ -6,13 +6,14 @@
 //!    invocation of any annotated handler;
 //! 2. the arguments of `#[xrayprofile(...)]`;
 //! 3. the built-in defaults: threshold 0, bucket `xrayprofile-{account}-{region}`,
-//!    no prefix.
+//!    no prefix, at most 10 profiles a minute.
 //!
 //! An environment value that cannot be used is logged once, with the fix, and
 //! ignored, so the attribute's value (or the default) applies instead. A bad
 //! setting never fails an invocation.
 
 use std::ffi::OsString;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -30,6 +31,32 @@ pub(crate) const ENV_PREFIX: &str = "XRAYPROFILE_S3_PREFIX";
 pub(crate) const ENV_OUTPUT_DIR: &str = "XRAYPROFILE_OUTPUT_DIR";
 /// Env var: path-style S3 addressing, for S3-compatible endpoints.
 pub(crate) const ENV_FORCE_PATH_STYLE: &str = "XRAYPROFILE_S3_FORCE_PATH_STYLE";
+/// Env var: the most profiles per minute per execution environment; `0` = no cap.
+pub(crate) const ENV_MAX_PER_MINUTE: &str = "XRAYPROFILE_MAX_PER_MINUTE";
+/// Set by Lambda; part of the default bucket name.
+pub(crate) const ENV_REGION: &str = "AWS_REGION";
+
+/// Every variable this module reads, for tests that set them all.
+#[cfg(test)]
+pub(crate) const ALL_VARS: [&str; 8] = [
+    ENV_ENABLED,
+    ENV_THRESHOLD,
+    ENV_BUCKET,
+    ENV_PREFIX,
+    ENV_OUTPUT_DIR,
+    ENV_FORCE_PATH_STYLE,
+    ENV_MAX_PER_MINUTE,
+    ENV_REGION,
+];
+
+/// The cap when neither the attribute nor the environment names one: enough
+/// for a steady trickle of profiles, small enough that a caller forcing
+/// sampling cannot make more than a few invocations a minute pay for uploads.
+pub(crate) const DEFAULT_MAX_PER_MINUTE: u32 = 10;
+
+/// The longest `XRAYPROFILE_OUTPUT_DIR` accepted: Linux's `PATH_MAX`, less
+/// room for the key under it.
+const MAX_OUTPUT_DIR_LEN: usize = 3_072;
 
 /// The most bytes a key prefix may have; S3 keys are limited to 1,024 bytes and
 /// the rest of the key needs about 80.
@@ -41,6 +68,8 @@ pub(crate) struct Defaults {
     pub(crate) threshold: Option<u16>,
     pub(crate) bucket: Option<&'static str>,
     pub(crate) prefix: Option<&'static str>,
+    /// `0` = no cap.
+    pub(crate) max_per_minute: Option<u32>,
 }
 
 /// The environment's overrides, parsed once per process.
@@ -52,6 +81,8 @@ pub(crate) struct Overrides {
     pub(crate) prefix: Option<String>,
     pub(crate) output_dir: Option<PathBuf>,
     pub(crate) force_path_style: bool,
+    /// `0` = no cap.
+    pub(crate) max_per_minute: Option<u32>,
     /// `AWS_REGION`, which Lambda always sets; part of the default bucket name.
     pub(crate) region: Option<String>,
 }
@@ -75,6 +106,8 @@ pub(crate) struct Settings<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) output_dir: Option<&'a std::path::Path>,
     pub(crate) force_path_style: bool,
+    /// `None`: no cap.
+    pub(crate) max_per_minute: Option<NonZeroU32>,
     pub(crate) region: Option<&'a str>,
 }
 
@@ -104,78 +137,90 @@ impl Overrides {
     }
 
     /// Parses the overrides from `var`, a stand-in for `std::env::var_os`.
+    ///
+    /// Every value is checked before use; one that is not valid UTF-8, empty,
+    /// only whitespace or outside its variable's rules becomes a
+    /// [`ConfigProblem`] and is ignored, so nothing the environment holds can
+    /// make profiling (or the invocation) fail.
     pub(crate) fn from_env(
         var: impl Fn(&str) -> Option<OsString>,
     ) -> (Overrides, Vec<ConfigProblem>) {
         let mut problems = Vec::new();
-        let mut read = |name: &'static str, fix: &'static str| -> Option<String> {
+        // Reads `name` and keeps it only if `parse` accepts it.
+        let mut read = |name: &'static str,
+                        fix: &'static str,
+                        parse: &dyn Fn(&str) -> Option<String>|
+         -> Option<String> {
             let raw = var(name)?;
-            match raw.into_string() {
-                Ok(text) => Some(text),
-                Err(raw) => {
-                    problems.push(ConfigProblem {
-                        var: name,
-                        value: raw.to_string_lossy().into_owned(),
-                        fix,
-                    });
-                    None
-                }
-            }
-        };
-        let enabled_fix = "set it to `true` or `false` (or `1`/`0`)";
-        let threshold_fix =
-            "set it to an integer from 0 to 65535 (655 profiles about 1 % of invocations)";
-        let bucket_fix = "set it to an S3 bucket name: 3-63 characters of a-z, 0-9, `.` and `-`, starting and ending with a letter or digit";
-        let prefix_fix = "set it to a key prefix of at most 512 bytes with no leading `/`, no `..` segment and no control characters";
-        let path_style_fix = "set it to `true` or `false`";
-
-        let enabled_raw = read(ENV_ENABLED, enabled_fix);
-        let threshold_raw = read(ENV_THRESHOLD, threshold_fix);
-        let bucket_raw = read(ENV_BUCKET, bucket_fix);
-        let prefix_raw = read(ENV_PREFIX, prefix_fix);
-        let path_style_raw = read(ENV_FORCE_PATH_STYLE, path_style_fix);
-        let region = read("AWS_REGION", "").filter(|r| !r.trim().is_empty());
-        let output_dir = var(ENV_OUTPUT_DIR)
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from);
-
-        let mut check = |var: &'static str,
-                         raw: Option<String>,
-                         fix: &'static str,
-                         ok: &dyn Fn(&str) -> bool| {
-            let raw = raw?;
-            if ok(&raw) {
-                Some(raw)
-            } else {
+            let parsed = raw
+                .to_str()
+                .filter(|text| !text.trim().is_empty())
+                .and_then(parse);
+            if parsed.is_none() {
                 problems.push(ConfigProblem {
-                    var,
-                    value: raw,
+                    var: name,
+                    value: raw.to_string_lossy().into_owned(),
                     fix,
                 });
-                None
             }
+            parsed
         };
-        let enabled = check(ENV_ENABLED, enabled_raw, enabled_fix, &|v| {
-            parse_bool(v).is_some()
-        })
+        let keep = |ok: fn(&str) -> bool| move |v: &str| ok(v).then(|| v.to_owned());
+
+        let enabled = read(
+            ENV_ENABLED,
+            "set it to `true` or `false` (or `1`/`0`)",
+            &keep(|v| parse_bool(v).is_some()),
+        )
         .and_then(|v| parse_bool(&v))
         .unwrap_or(true);
-        let threshold = check(ENV_THRESHOLD, threshold_raw, threshold_fix, &|v| {
-            v.trim().parse::<u16>().is_ok()
-        })
-        .and_then(|v| v.trim().parse::<u16>().ok())
+        let threshold = read(
+            ENV_THRESHOLD,
+            "set it to an integer from 0 to 65535 (655 profiles about 1 % of invocations)",
+            &keep(|v| parse_number::<u16>(v).is_some()),
+        )
+        .and_then(|v| parse_number::<u16>(&v))
         .map(Threshold);
-        let bucket = check(ENV_BUCKET, bucket_raw, bucket_fix, &|v| {
-            bucket_name_problem(v).is_none()
-        });
-        let prefix = check(ENV_PREFIX, prefix_raw, prefix_fix, &|v| {
-            prefix_problem(v).is_none()
-        });
-        let force_path_style = check(ENV_FORCE_PATH_STYLE, path_style_raw, path_style_fix, &|v| {
-            parse_bool(v).is_some()
-        })
+        let bucket = read(
+            ENV_BUCKET,
+            "set it to an S3 bucket name: 3-63 characters of a-z, 0-9, `.` and `-`, starting and ending with a letter or digit",
+            &keep(|v| bucket_name_problem(v).is_none()),
+        );
+        let prefix = read(
+            ENV_PREFIX,
+            "set it to a key prefix of at most 512 bytes with no leading `/`, no `..` segment, no control characters and no leading or trailing whitespace, or unset it",
+            &keep(|v| prefix_problem(v).is_none()),
+        );
+        let force_path_style = read(
+            ENV_FORCE_PATH_STYLE,
+            "set it to `true` or `false`",
+            &keep(|v| parse_bool(v).is_some()),
+        )
         .and_then(|v| parse_bool(&v))
         .unwrap_or(false);
+        let max_per_minute = read(
+            ENV_MAX_PER_MINUTE,
+            "set it to a whole number of profiles per minute, at most 4294967295 (`0` removes the cap; the default is 10)",
+            &keep(|v| parse_number::<u32>(v).is_some()),
+        )
+        .and_then(|v| parse_number::<u32>(&v));
+        let region = read(
+            ENV_REGION,
+            "Lambda sets it to the function's region, such as `us-east-1`; without a valid region the default bucket name cannot be built, so set XRAYPROFILE_S3_BUCKET",
+            &keep(|v| region_problem(v).is_none()),
+        );
+        // A directory is a path, not text: any bytes Linux accepts are fine.
+        let output_dir = var(ENV_OUTPUT_DIR).and_then(|dir| {
+            let usable = !dir.to_string_lossy().trim().is_empty() && dir.len() <= MAX_OUTPUT_DIR_LEN;
+            if !usable {
+                problems.push(ConfigProblem {
+                    var: ENV_OUTPUT_DIR,
+                    value: dir.to_string_lossy().into_owned(),
+                    fix: "set it to a directory path of at most 3072 bytes, or unset it to write to S3",
+                });
+            }
+            usable.then(|| PathBuf::from(dir))
+        });
 
         let overrides = Overrides {
             enabled,
@@ -184,6 +229,7 @@ impl Overrides {
             prefix,
             output_dir,
             force_path_style,
+            max_per_minute,
             region,
         };
         (overrides, problems)
@@ -194,6 +240,10 @@ impl Overrides {
         let threshold = self
             .threshold
             .unwrap_or(Threshold(defaults.threshold.unwrap_or(0)));
+        let max_per_minute = self
+            .max_per_minute
+            .or(defaults.max_per_minute)
+            .unwrap_or(DEFAULT_MAX_PER_MINUTE);
         Settings {
             enabled: self.enabled,
             threshold,
@@ -201,9 +251,17 @@ impl Overrides {
             prefix: self.prefix.as_deref().or(defaults.prefix).unwrap_or(""),
             output_dir: self.output_dir.as_deref(),
             force_path_style: self.force_path_style,
+            max_per_minute: NonZeroU32::new(max_per_minute),
             region: self.region.as_deref(),
         }
     }
+}
+
+/// A whole number of at most 10 digits, surrounding whitespace allowed: a
+/// longer value (thousands of zeros parse as 0) is a mistake, not a setting.
+fn parse_number<T: std::str::FromStr>(value: &str) -> Option<T> {
+    let digits = value.trim();
+    (digits.len() <= 10).then(|| digits.parse().ok()).flatten()
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -256,6 +314,31 @@ pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
     if prefix.chars().any(char::is_control) {
         return Some("contains a control character");
     }
+    if prefix.trim() != prefix {
+        return Some("has leading or trailing whitespace");
+    }
+    None
+}
+
+/// Why `region` cannot be part of the default bucket name, if it cannot.
+/// Every AWS region is lower-case letters, digits and `-`, starting with a
+/// letter and ending with a digit (`us-east-1`, `us-gov-west-1`).
+pub(crate) fn region_problem(region: &str) -> Option<&'static str> {
+    let bytes = region.as_bytes();
+    if !(1..=32).contains(&bytes.len()) {
+        return Some("must be 1 to 32 characters long");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
+        return Some("may contain only lower-case letters, digits and `-`");
+    }
+    if !bytes.first().is_some_and(u8::is_ascii_lowercase)
+        || !bytes.last().is_some_and(u8::is_ascii_digit)
+    {
+        return Some("must start with a letter and end with a digit");
+    }
     None
 }
 
@@ -276,6 +359,7 @@ mod tests {
         threshold: Some(655),
         bucket: Some("attr-bucket"),
         prefix: Some("attr"),
+        max_per_minute: Some(20),
     };
 
     #[test]
@@ -409,6 +493,165 @@ mod tests {
         }
         for bad in ["/abs", "a/../b", "..", "a\nb", &"p".repeat(513)] {
             assert!(prefix_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn max_per_minute_precedence_default_and_zero() {
+        let (overrides, _) = env(&[]);
+        assert_eq!(
+            overrides.settings(&Defaults::default()).max_per_minute,
+            NonZeroU32::new(DEFAULT_MAX_PER_MINUTE)
+        );
+        assert_eq!(
+            overrides.settings(&ATTRIBUTE).max_per_minute,
+            NonZeroU32::new(20)
+        );
+        let (overrides, problems) = env(&[(ENV_MAX_PER_MINUTE, " 3 ")]);
+        assert!(problems.is_empty());
+        assert_eq!(
+            overrides.settings(&ATTRIBUTE).max_per_minute,
+            NonZeroU32::new(3)
+        );
+        let (overrides, _) = env(&[(ENV_MAX_PER_MINUTE, "0")]);
+        assert_eq!(overrides.settings(&ATTRIBUTE).max_per_minute, None);
+        let no_cap = Defaults {
+            max_per_minute: Some(0),
+            ..ATTRIBUTE
+        };
+        let (overrides, _) = env(&[]);
+        assert_eq!(overrides.settings(&no_cap).max_per_minute, None);
+        for bad in ["-1", "ten", "4294967296", "1e3", ""] {
+            let (overrides, problems) = env(&[(ENV_MAX_PER_MINUTE, bad)]);
+            assert_eq!(problems.len(), 1, "{bad:?}");
+            assert_eq!(
+                overrides.settings(&ATTRIBUTE).max_per_minute,
+                NonZeroU32::new(20),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn region_rules() {
+        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1"] {
+            assert_eq!(region_problem(ok), None, "{ok:?}");
+        }
+        for bad in [
+            "",
+            "US-EAST-1",
+            "us-east-1/..",
+            "-1",
+            "us-east",
+            &"a1".repeat(17),
+        ] {
+            assert!(region_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    /// Property test: every variable, every kind of bad value, in any
+    /// combination. Nothing panics, each bad value is one problem and is
+    /// ignored, and whatever is kept passes its variable's rules.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use std::os::unix::ffi::OsStringExt;
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Class {
+            Empty,
+            Whitespace,
+            Huge,
+            Negative,
+            NonUtf8,
+            Random,
+        }
+
+        fn value() -> impl Strategy<Value = (Class, OsString)> {
+            prop_oneof![
+                Just((Class::Empty, OsString::new())),
+                "[ \t\n\r]{1,8}".prop_map(|v| (Class::Whitespace, OsString::from(v))),
+                ("[a-z0-9]{1,4}", 3_100usize..20_000)
+                    .prop_map(|(v, n)| (Class::Huge, OsString::from(v.repeat(n)))),
+                "-[0-9]{1,12}".prop_map(|v| (Class::Negative, OsString::from(v))),
+                (
+                    prop::collection::vec(0u8..0x80, 0..16),
+                    0x80u8..=0xff,
+                    any::<bool>()
+                )
+                    .prop_map(|(mut ascii, bad, front)| {
+                        // One byte >= 0x80 among ASCII is a lone lead or
+                        // continuation byte: never UTF-8.
+                        if front {
+                            ascii.insert(0, bad)
+                        } else {
+                            ascii.push(bad)
+                        }
+                        (Class::NonUtf8, OsString::from_vec(ascii))
+                    }),
+                any::<String>().prop_map(|v| (Class::Random, OsString::from(v))),
+            ]
+        }
+
+        /// Whether `class` must be refused for `var`. Random values may be
+        /// either; a directory path is any bytes, and `-5` is a fine prefix.
+        fn must_refuse(var: &str, class: Class) -> bool {
+            match class {
+                Class::Empty | Class::Whitespace | Class::Huge => true,
+                Class::NonUtf8 => var != ENV_OUTPUT_DIR,
+                Class::Negative => var != ENV_OUTPUT_DIR && var != ENV_PREFIX,
+                Class::Random => false,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn bad_environment_values_are_reported_once_and_ignored(
+                values in prop::collection::vec(prop::option::of(value()), ALL_VARS.len())
+            ) {
+                let set: HashMap<&str, (Class, OsString)> = ALL_VARS
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(var, value)| value.map(|v| (*var, v)))
+                    .collect();
+                let (overrides, problems) =
+                    Overrides::from_env(|name| set.get(name).map(|(_, v)| v.clone()));
+                for problem in &problems {
+                    prop_assert!(set.contains_key(problem.var), "{:?}", problem);
+                    prop_assert!(!problem.fix.is_empty(), "{:?}", problem);
+                    prop_assert_eq!(problems.iter().filter(|p| p.var == problem.var).count(), 1);
+                }
+                let refused = |var: &str| problems.iter().any(|p| p.var == var);
+                for (var, (class, _)) in &set {
+                    if must_refuse(var, *class) {
+                        prop_assert!(refused(var), "{} = {:?} was not reported", var, class);
+                    }
+                }
+                // What was refused is not used; what was kept is valid.
+                let settings = overrides.settings(&ATTRIBUTE);
+                if refused(ENV_ENABLED) { prop_assert!(overrides.enabled); }
+                if refused(ENV_FORCE_PATH_STYLE) { prop_assert!(!overrides.force_path_style); }
+                if refused(ENV_THRESHOLD) { prop_assert_eq!(settings.threshold, Threshold(655)); }
+                if refused(ENV_MAX_PER_MINUTE) {
+                    prop_assert_eq!(settings.max_per_minute, NonZeroU32::new(20));
+                }
+                match &overrides.bucket {
+                    Some(bucket) => prop_assert_eq!(bucket_name_problem(bucket), None),
+                    None => prop_assert_eq!(settings.bucket, Some("attr-bucket")),
+                }
+                match &overrides.prefix {
+                    Some(prefix) => prop_assert_eq!(prefix_problem(prefix), None),
+                    None => prop_assert_eq!(settings.prefix, "attr"),
+                }
+                if let Some(region) = &overrides.region {
+                    prop_assert_eq!(region_problem(region), None);
+                }
+                if let Some(dir) = &overrides.output_dir {
+                    prop_assert!(dir.as_os_str().len() <= MAX_OUTPUT_DIR_LEN);
+                }
+            }
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{Context, LambdaEvent};
 
-use crate::config::{Defaults, Overrides, Settings};
+use crate::config::{self, Defaults, Overrides, Settings};
+use crate::limit;
 use crate::pprof_file::{self, Identity};
 use crate::profiler::{ActiveProfile, ProfileError};
 use crate::sampling::{self, Decision};
@@ -106,17 +107,20 @@ pub struct Site {
 }
 
 impl Site {
-    /// The attribute's values; `None` where it was silent.
+    /// The attribute's values; `None` where it was silent. A `max_per_minute`
+    /// of `Some(0)` removes the cap.
     pub const fn new(
         threshold: Option<u16>,
         bucket: Option<&'static str>,
         prefix: Option<&'static str>,
+        max_per_minute: Option<u32>,
     ) -> Site {
         Site {
             defaults: Defaults {
                 threshold,
                 bucket,
                 prefix,
+                max_per_minute,
             },
         }
     }
@@ -223,6 +227,12 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         return None;
     };
     let destination = destination(ctx, &settings)?;
+    // Last, so that an invocation refused for another reason takes no token.
+    if let Some(max_per_minute) = settings.max_per_minute
+        && !limit::admit(max_per_minute, request_id.as_str())
+    {
+        return None;
+    }
     tracing::debug!(request_id = %ctx.request_id, trace_root = %root, threshold = settings.threshold.0, "profiling this invocation");
     Some(Plan {
         root,
@@ -248,7 +258,15 @@ fn destination(ctx: &Context, settings: &Settings<'static>) -> Option<Destinatio
     };
     let bucket = match (settings.bucket, settings.region) {
         (Some(bucket), _) => bucket.to_owned(),
-        (None, Some(region)) => upload::default_bucket(account, region),
+        (None, Some(region)) => {
+            let bucket = upload::default_bucket(account, region);
+            // The region is checked by config; this guards the whole name.
+            if let Some(problem) = config::bucket_name_problem(&bucket) {
+                tracing::warn!(bucket = ?trace::truncate_for_log(&bucket), "not profiled: the default bucket name {problem}; set XRAYPROFILE_S3_BUCKET");
+                return None;
+            }
+            bucket
+        }
         (None, None) => {
             tracing::warn!(
                 "not profiled: no bucket is configured and AWS_REGION is unset, so the default bucket name cannot be built; set XRAYPROFILE_S3_BUCKET"
@@ -283,6 +301,13 @@ fn owner_str(account: &str) -> &'static str {
 
 impl Plan {
     async fn store(&self, profile: ActiveProfile, outcome: &'static str) {
+        // Building the profile (symbolizing) takes CPU time too; when the
+        // deadline is already within the margin, stop the sampler and answer.
+        if self.upload_budget().is_zero() {
+            drop(profile);
+            tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
+            return;
+        }
         let identity = Identity {
             trace_id: self.root.as_str(),
             request_id: &self.request_id,
@@ -312,7 +337,7 @@ impl Plan {
         let key = &self.key;
         let budget = self.upload_budget();
         if budget.is_zero() {
-            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to upload it; raise the function timeout");
+            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
             return;
         }
         let metadata = HashMap::from([
@@ -353,5 +378,90 @@ impl Plan {
         remaining
             .saturating_sub(DEADLINE_MARGIN)
             .min(MAX_UPLOAD_TIME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::Threshold;
+    use proptest::prelude::*;
+
+    /// Every invocation is sampled, so only validation can keep a plan out.
+    fn settings() -> Settings<'static> {
+        Settings {
+            enabled: true,
+            threshold: Threshold(u16::MAX),
+            bucket: Some("fuzz-bucket"),
+            prefix: "profiles",
+            output_dir: None,
+            force_path_style: false,
+            max_per_minute: None,
+            region: Some("us-east-1"),
+        }
+    }
+
+    fn context(header: Option<String>, request_id: String, arn: String) -> Context {
+        let mut ctx = Context::default();
+        ctx.xray_trace_id = header;
+        ctx.request_id = request_id;
+        ctx.invoked_function_arn = arn;
+        ctx
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "Root=1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24}(;Parent=[0-9a-f]{16})?",
+            "Root=1-[0-9a-fA-F./\\\\-]{8}-[0-9a-fA-F./\\x00\\n-]{24}",
+            "(Root=[^;]{0,40};){1,4}",
+        ]
+    }
+
+    fn request_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            any::<String>(),
+            "[./\\\\A-Za-z0-9\\x00\\n-]{0,140}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+        /// The object key of a planned profile is made only of a root that
+        /// validates and a request ID of `[A-Za-z0-9-]`, whatever the
+        /// invocation carried.
+        #[test]
+        fn a_planned_key_is_built_only_from_validated_parts(
+            header in header(),
+            id in request_id(),
+        ) {
+            let arn = "arn:aws:lambda:us-east-1:123456789012:function:f".to_owned();
+            let ctx = context(Some(header.clone()), id.clone(), arn);
+            let planned = plan(&ctx, settings());
+            let root = TraceRoot::from_header(&header);
+            let id_ok = RequestId::parse(&id).is_some();
+            prop_assert_eq!(planned.is_some(), root.is_ok() && id_ok);
+            if let Some(planned) = planned {
+                let key = planned.key.as_str();
+                let segments: Vec<&str> = key.split('/').collect();
+                prop_assert_eq!(segments.len(), 3, "{}", key);
+                prop_assert_eq!(segments[0], "profiles");
+                prop_assert!(TraceRoot::parse(segments[1]).is_ok(), "{}", key);
+                let file = segments[2].strip_suffix(".pprof").unwrap_or_default();
+                prop_assert!(!file.is_empty() && file.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{}", key);
+                prop_assert!(!key.contains(".."), "{}", key);
+            }
+        }
+    }
+
+    #[test]
+    fn no_account_in_the_arn_means_no_profile_rather_than_no_owner_check() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a9942701f0".to_owned();
+        for arn in ["", "arn:aws:lambda:us-east-1::function:f", "not an arn"] {
+            let ctx = context(Some(header.clone()), "id-1".to_owned(), arn.to_owned());
+            assert!(plan(&ctx, settings()).is_none(), "{arn:?}");
+        }
     }
 }

@@ -208,4 +208,134 @@ mod tests {
         assert_eq!(truncate_for_log(&long).chars().count(), 128);
         assert_eq!(truncate_for_log("short"), "short");
     }
+
+    /// Property tests over generated headers: parsing is total, and whatever
+    /// it accepts is a well-formed root that is safe in an object key.
+    mod fuzz {
+        use super::*;
+        use crate::upload::{ObjectKey, RequestId};
+        use proptest::prelude::*;
+
+        const VALID: &str = "1-5759e988-bd862e3fe1be46a9942701f0";
+
+        /// What a well-formed root is, written independently of `parse`
+        /// (over chars, not bytes) so the two can disagree if either is wrong.
+        fn reference_is_root(text: &str) -> bool {
+            let chars: Vec<char> = text.chars().collect();
+            chars.len() == 35
+                && chars.iter().enumerate().all(|(i, c)| match i {
+                    0 => *c == '1',
+                    1 | 10 => *c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                })
+        }
+
+        /// A valid root with one edit: a character replaced, inserted or
+        /// removed, or the root cut short, using the characters an attacker
+        /// would try in a key.
+        fn near_valid_root() -> impl Strategy<Value = String> {
+            let nasty = prop::sample::select(vec![
+                '/', '.', '\0', '\n', '\r', '\u{7f}', '\u{202e}', 'é', 'g', 'G', '-', ' ', '%',
+                ';', '=', '0', 'f', 'F',
+            ]);
+            (0usize..36, nasty, 0u8..4).prop_map(|(at, c, op)| {
+                let mut chars: Vec<char> = VALID.chars().collect();
+                let at = at.min(chars.len());
+                match op {
+                    0 if at < chars.len() => chars[at] = c,
+                    1 => chars.insert(at, c),
+                    2 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    _ => chars.truncate(at),
+                }
+                chars.into_iter().collect()
+            })
+        }
+
+        fn header() -> impl Strategy<Value = String> {
+            prop_oneof![
+                // Random bytes, as a lossy string (what a proxy might pass on).
+                4 => prop::collection::vec(any::<u8>(), 0..256)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                // Arbitrary unicode.
+                3 => any::<String>(),
+                // Runs of separators.
+                2 => "[;= \t]{0,64}",
+                // `Root=` repeated, with junk and valid roots among them.
+                3 => prop::collection::vec(
+                    prop_oneof![
+                        Just(format!("Root={VALID}")),
+                        "Root=[^;]{0,40}",
+                        near_valid_root().prop_map(|r| format!("Root={r}")),
+                        "[A-Za-z]{1,8}=[^;]{0,16}",
+                    ],
+                    1..8,
+                )
+                .prop_map(|fields| fields.join(";")),
+                // Near-valid roots in an otherwise normal header.
+                6 => near_valid_root()
+                    .prop_map(|r| format!("Root={r};Parent=53995c3f42cd8ad8;Sampled=1")),
+                // Huge: up to 1 MiB of a repeated fragment.
+                1 => ("(Root=|;|=|[ -~]){1,8}", 1usize..131_072)
+                    .prop_map(|(fragment, n)| fragment.repeat(n).chars().take(1 << 20).collect()),
+            ]
+        }
+
+        fn assert_key_safe(root: &TraceRoot) {
+            assert!(reference_is_root(root.as_str()), "{root:?}");
+            let id = RequestId::parse("8476a536-e9f4-11e8-9739-2dfe598c3fcd").unwrap();
+            let key = ObjectKey::new("profiles", root, &id);
+            let key = key.as_str();
+            assert!(!key.contains(".."), "{key:?}");
+            assert!(!key.chars().any(char::is_control), "{key:?}");
+            let segments: Vec<&str> = key.split('/').collect();
+            assert_eq!(segments.len(), 3, "{key:?}");
+            assert_eq!(segments[1], root.as_str());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn any_header_parses_without_panic_to_a_key_safe_root(header in header()) {
+                if let Ok(root) = TraceRoot::from_header(&header) {
+                    assert_key_safe(&root);
+                }
+                prop_assert!(truncate_for_log(&header).chars().count() <= 128);
+            }
+
+            #[test]
+            fn a_near_valid_root_is_accepted_exactly_when_it_is_valid(root in near_valid_root()) {
+                let header = format!("Parent=53995c3f42cd8ad8;Root={root};Sampled=1");
+                let parsed = TraceRoot::from_header(&header);
+                // A `;` the edit added ends the field there.
+                let field = root.split(';').next().unwrap_or_default();
+                prop_assert_eq!(parsed.is_ok(), reference_is_root(field.trim()), "{:?}", root);
+                if let Ok(parsed) = parsed {
+                    assert_key_safe(&parsed);
+                }
+            }
+        }
+
+        #[test]
+        fn one_mebibyte_headers_are_refused_quickly_and_whole() {
+            let huge = [
+                "Root=".repeat(1 << 18),
+                ";".repeat(1 << 20),
+                "=".repeat(1 << 20),
+                format!("Root={}", "1".repeat(1 << 20)),
+                format!("{};Root={VALID}", "a=b;".repeat(1 << 18)),
+                "é".repeat(1 << 19),
+            ];
+            for header in &huge {
+                let parsed = TraceRoot::from_header(header);
+                if header.ends_with(VALID) {
+                    assert_eq!(parsed.map(|r| r.as_str().to_owned()), Ok(VALID.to_owned()));
+                } else {
+                    assert!(parsed.is_err(), "{}", truncate_for_log(header));
+                }
+            }
+        }
+    }
 }

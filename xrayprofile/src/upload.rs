@@ -106,7 +106,7 @@ pub(crate) enum UploadError {
     Io(std::io::Error),
     /// S3 refused the object or could not be reached.
     #[cfg(feature = "s3")]
-    S3 { message: String, hint: &'static str },
+    S3 { message: String, hint: String },
     /// The crate was built without the `s3` feature.
     #[cfg(not(feature = "s3"))]
     NoS3,
@@ -190,12 +190,29 @@ mod s3 {
 
     use std::collections::HashMap;
 
-    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+    use std::time::Duration;
+
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_s3::operation::put_object::PutObjectError;
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::ObjectCannedAcl;
     use tokio::sync::OnceCell;
 
     use super::{ObjectKey, UploadError};
+
+    /// Attempts per upload, the first included: a 500/503 is retried, but a
+    /// persistent one costs the invocation at most this many round trips.
+    const MAX_ATTEMPTS: u32 = 3;
+    /// A connection that is not up by then will not be; in-region S3 connects
+    /// in milliseconds.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// One attempt that has not finished by then is cut, so a server that
+    /// accepts and never answers leaves time for a retry on a new connection
+    /// within the upload's budget (see `invocation.rs`).
+    const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
     async fn client(force_path_style: bool) -> &'static aws_sdk_s3::Client {
         static CLIENT: OnceCell<aws_sdk_s3::Client> = OnceCell::const_new();
@@ -204,6 +221,13 @@ mod s3 {
                 let shared = aws_config::load_from_env().await;
                 let config = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(force_path_style)
+                    .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                            .build(),
+                    )
                     .build();
                 aws_sdk_s3::Client::from_conf(config)
             })
@@ -230,17 +254,69 @@ mod s3 {
         for (name, value) in metadata {
             request = request.metadata(name, value);
         }
-        request.send().await.map(drop).map_err(|err| {
-            let hint = match err.code() {
-                Some("AccessDenied") => {
-                    "grant the function's role s3:PutObject and s3:PutObjectAcl on the bucket and prefix, and check that the bucket belongs to the function's own account (ExpectedBucketOwner)"
-                }
-                Some("NoSuchBucket") => "create the bucket, or set XRAYPROFILE_S3_BUCKET to an existing one",
-                Some(_) => "see the S3 error code above",
-                None => "check that S3 is reachable from the function (VPC endpoint or NAT) and AWS_ENDPOINT_URL_S3 if set",
-            };
-            UploadError::S3 { message: format!("S3 PutObject failed: {}", DisplayErrorContext(&err)), hint }
-        })
+        request
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| explain(&err, bucket, expected_owner))
+    }
+
+    /// `err: cause: cause ...`, each level once.
+    fn error_chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let next = cause.to_string();
+            if !text.ends_with(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Turns an SDK error into one message that says what happened and what
+    /// to change; the caller logs it once.
+    fn explain(
+        err: &SdkError<PutObjectError, HttpResponse>,
+        bucket: &str,
+        expected_owner: &str,
+    ) -> UploadError {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        // S3's own code and message when it answered; the cause chain
+        // (refused, DNS, timeout) when it did not. Not the SDK's Debug dump,
+        // which would bury the fix at the end of a very long line.
+        let message = match (status, err.code()) {
+            (Some(status), Some(code)) => format!(
+                "S3 PutObject answered {status} {code}: {:?}",
+                crate::trace::truncate_for_log(err.message().unwrap_or_default())
+            ),
+            _ => format!("S3 PutObject failed: {}", error_chain(err)),
+        };
+        let hint = match (err, err.code(), status) {
+            (_, Some("AccessDenied"), _) | (_, _, Some(403)) => format!(
+                "S3 gives 403 for two causes it does not tell apart: either bucket `{bucket}` is not owned by this function's account {expected_owner} (every write names ExpectedBucketOwner={expected_owner}, and S3 refuses it when the bucket belongs to another account, as a same-named bucket created by someone else would; create `{bucket}` in account {expected_owner} or set XRAYPROFILE_S3_BUCKET to a bucket it owns), or the function's role lacks s3:PutObject and s3:PutObjectAcl on arn:aws:s3:::{bucket}/<prefix>* (grant them; see the IAM policy in docs/security.md)"
+            ),
+            (_, Some("NoSuchBucket"), _) | (_, _, Some(404)) => format!(
+                "bucket `{bucket}` does not exist: create it in account {expected_owner}, or set XRAYPROFILE_S3_BUCKET to an existing one"
+            ),
+            (_, _, Some(status)) if status >= 500 => format!(
+                "S3 answered {status} on every one of the SDK's {MAX_ATTEMPTS} attempts; this is usually transient and needs no change; if it persists (SlowDown), profile less: lower the threshold or XRAYPROFILE_MAX_PER_MINUTE"
+            ),
+            (SdkError::DispatchFailure(failure), _, _) if failure.is_timeout() => "connecting to S3 timed out; check that S3 is reachable from the function (a function in a VPC needs an S3 gateway endpoint or a NAT) and AWS_ENDPOINT_URL_S3 if set".to_owned(),
+            (SdkError::DispatchFailure(failure), _, _) if failure.is_io() => "S3 could not be reached (connection refused, reset or DNS failure); check that S3 is reachable from the function (a function in a VPC needs an S3 gateway endpoint or a NAT) and AWS_ENDPOINT_URL_S3 if set".to_owned(),
+            (SdkError::DispatchFailure(_), _, _) | (SdkError::ConstructionFailure(_), _, _) => {
+                "the request could not be sent; check the function's role credentials and AWS_ENDPOINT_URL_S3 if set".to_owned()
+            }
+            (SdkError::TimeoutError(_), _, _) => format!(
+                "S3 did not answer within {} s per attempt; check the network path to S3",
+                ATTEMPT_TIMEOUT.as_secs()
+            ),
+            (_, Some(code), _) => format!("S3 answered `{code}`; see its message above"),
+            _ => "check the network path to S3 and AWS_ENDPOINT_URL_S3 if set".to_owned(),
+        };
+        UploadError::S3 { message, hint }
     }
 }
 

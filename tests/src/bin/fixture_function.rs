@@ -2,7 +2,14 @@
 //! behaviour each event chooses.
 //!
 //! Event fields: `spin_ms` (burn this much CPU in
-//! [`fixture_hot_loop`]), `fail` (return `Err`), `panic` (panic).
+//! [`fixture_hot_loop`]), `sleep_ms` (then await a timer this long, so
+//! concurrent invocations overlap), `stress_ms` (for this long, allocate,
+//! format, unwind a caught panic and spawn tasks: what the signal-safety test
+//! samples), `fail` (return `Err`), `panic` (panic).
+//!
+//! It runs with `lambda_runtime::run_concurrent`, which polls for
+//! `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once when that is set above 1
+//! and is the same sequential loop as `run` otherwise.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -17,7 +24,16 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
         .get("spin_ms")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let checksum = fixture_hot_loop(std::time::Duration::from_millis(spin_ms));
+    let mut checksum = fixture_hot_loop(std::time::Duration::from_millis(spin_ms));
+    if let Some(sleep_ms) = event.payload.get("sleep_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+    }
+    if let Some(stress_ms) = event.payload.get("stress_ms").and_then(Value::as_u64) {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(stress_ms);
+        while std::time::Instant::now() < until {
+            checksum = checksum.wrapping_add(fixture_stress().await);
+        }
+    }
     if event.payload.get("panic").and_then(Value::as_bool) == Some(true) {
         panic!("fixture handler panicked on purpose");
     }
@@ -47,6 +63,44 @@ fn fixture_hot_loop(duration: std::time::Duration) -> u64 {
     x | 1
 }
 
+/// Work that is hard on an unwinder running in a signal handler: heavy
+/// allocation and freeing, formatting, a panic unwound and caught, and tasks
+/// spawned onto other worker threads.
+#[inline(never)]
+async fn fixture_stress() -> u64 {
+    let mut total: u64 = 0;
+    for round in 0..5u64 {
+        let mut blocks: Vec<Vec<u8>> = (0..200)
+            .map(|i| vec![(i % 251) as u8; 64 + (i * 37) % 4096])
+            .collect();
+        blocks.retain(|b| b.len() % 3 != 0);
+        let text: Vec<String> = blocks
+            .iter()
+            .map(|b| format!("{round}:{}:{:?}", b.len(), b.first()))
+            .collect();
+        total = total.wrapping_add(text.iter().map(|t| t.len() as u64).sum::<u64>());
+        // `resume_unwind` unwinds like a panic without running the panic hook,
+        // so the logs stay clean while the unwinder does its work.
+        let caught = std::panic::catch_unwind(|| {
+            let _guard = vec![round; 100];
+            std::panic::resume_unwind(Box::new(round))
+        });
+        total = total.wrapping_add(u64::from(caught.is_err()));
+    }
+    let tasks: Vec<_> = (0..4u64)
+        .map(|t| {
+            tokio::spawn(async move {
+                let v: Vec<String> = (0..500).map(|i| format!("{t}-{i}")).collect();
+                v.concat().len() as u64
+            })
+        })
+        .collect();
+    for task in tasks {
+        total = total.wrapping_add(task.await.unwrap_or(0));
+    }
+    total
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
@@ -54,5 +108,5 @@ async fn main() -> Result<(), Error> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    lambda_runtime::run(service_fn(handler)).await
+    lambda_runtime::run_concurrent(service_fn(handler)).await
 }

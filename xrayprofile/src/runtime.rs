@@ -1,0 +1,155 @@
+//! [`run`]: `lambda_runtime::run` plus deferred uploads, so a profiled
+//! invocation's response is not held back by its upload.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use lambda_runtime::tower::{Layer, Service};
+use lambda_runtime::{Diagnostic, Error, IntoFunctionResponse, LambdaEvent, LambdaInvocation, Runtime};
+use serde::{Deserialize, Serialize};
+use tokio_stream::Stream;
+
+use crate::deferred;
+
+/// Starts the Lambda runtime like [`lambda_runtime::run`], with profile
+/// uploads moved off the response path.
+///
+/// It registers an internal Lambda extension named `xrayprofile` that keeps
+/// the execution environment awake after each response until that
+/// invocation's profile upload has finished (bounded by the invocation's
+/// deadline). A sampled invocation's response therefore goes out as fast as
+/// an unsampled one's. With plain `lambda_runtime::run` profiling still works,
+/// but the upload runs before the response is sent.
+///
+/// If the extension cannot register (for example outside Lambda), this logs
+/// once and runs the plain runtime with inline uploads.
+///
+/// ```no_run
+/// use lambda_runtime::{service_fn, Error, LambdaEvent};
+/// use serde_json::Value;
+/// use xrayprofile::xrayprofile;
+///
+/// #[xrayprofile(threshold = 655)]
+/// async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+///     Ok(event.payload)
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Error> {
+///     xrayprofile::run(service_fn(handler)).await
+/// }
+/// ```
+///
+/// # Errors
+/// What [`lambda_runtime::run`] returns: a Runtime API failure.
+pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), Error>
+where
+    F: Service<LambdaEvent<A>, Response = R>,
+    F::Future: Future<Output = Result<R, F::Error>>,
+    F::Error: Into<Diagnostic> + fmt::Debug,
+    A: for<'de> Deserialize<'de>,
+    R: IntoFunctionResponse<B, S>,
+    B: Serialize,
+    S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send,
+    E: Into<Error> + Send + fmt::Debug,
+{
+    let processor = lambda_runtime::service_fn(|event: lambda_extension::LambdaEvent| async move {
+        if let lambda_extension::NextEvent::Invoke(invoke) = event.next {
+            let deadline = UNIX_EPOCH + Duration::from_millis(invoke.deadline_ms);
+            deferred::wait_until_idle((invoke.deadline_ms > 0).then_some(deadline)).await;
+        }
+        Ok::<(), Error>(())
+    });
+    let registered = lambda_extension::Extension::new()
+        .with_events(&["INVOKE"])
+        .with_events_processor(processor)
+        .with_extension_name("xrayprofile")
+        .register()
+        .await;
+    let runtime = Runtime::new(handler).layer(lambda_runtime::layers::TracingLayer::new());
+    match registered {
+        Ok(extension) => {
+            deferred::enable();
+            let runtime = runtime.layer(ResponseSentLayer);
+            tokio::try_join!(runtime.run(), extension.run()).map(drop)
+        }
+        Err(err) => {
+            tracing::warn!(
+                error = %err,
+                "the xrayprofile extension could not register, so profile uploads run before each response; check that AWS_LAMBDA_RUNTIME_API is the Lambda Runtime API"
+            );
+            runtime.run().await
+        }
+    }
+}
+
+/// Wraps the runtime's client service, whose future ends once the response
+/// (or error) has been posted to the Runtime API: that is when the
+/// invocation's deferred uploads may start.
+#[derive(Clone, Copy, Debug)]
+struct ResponseSentLayer;
+
+impl<S> Layer<S> for ResponseSentLayer {
+    type Service = ResponseSent<S>;
+
+    fn layer(&self, inner: S) -> ResponseSent<S> {
+        ResponseSent { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ResponseSent<S> {
+    inner: S,
+}
+
+impl<S> Service<LambdaInvocation> for ResponseSent<S>
+where
+    S: Service<LambdaInvocation, Response = (), Error = Error>,
+{
+    type Response = ();
+    type Error = Error;
+    type Future = ResponseSentFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let answered = Answered(invocation.context.request_id.clone());
+        ResponseSentFuture { response: self.inner.call(invocation), answered: Some(answered) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner response future, then [`Answered`] dropped.
+    struct ResponseSentFuture<F> {
+        #[pin]
+        response: F,
+        answered: Option<Answered>,
+    }
+}
+
+impl<F: Future> Future for ResponseSentFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.response.poll(cx));
+        drop(this.answered.take());
+        Poll::Ready(output)
+    }
+}
+
+/// Marks the invocation answered when dropped, so a failed or cancelled
+/// response still releases the extension.
+struct Answered(String);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        deferred::response_sent(&self.0);
+    }
+}
