@@ -2,7 +2,8 @@
 //!
 //! - `threshold = <u16 integer literal>` or `sample_rate = <float in (0, 1]>`;
 //! - `bucket = "<S3 bucket name>"`;
-//! - `prefix = "<key prefix>"`.
+//! - `prefix = "<key prefix>"`;
+//! - `max_per_minute = <u32 integer literal>` (`0` = no cap).
 //!
 //! Every value is checked here, at compile time, and every problem is reported
 //! at the token that caused it.
@@ -16,8 +17,15 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitFloat, LitInt, LitStr, Meta, 
 use crate::diag::Diag;
 
 /// Every argument name, in the order the documentation lists them.
-const NAMES: [&str; 4] = ["threshold", "sample_rate", "bucket", "prefix"];
-const EXPECTED: &str = "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`";
+const NAMES: [&str; 5] = [
+    "threshold",
+    "sample_rate",
+    "bucket",
+    "prefix",
+    "max_per_minute",
+];
+const EXPECTED: &str =
+    "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`, `max_per_minute`";
 const THRESHOLD_RANGE: &str = "`threshold` must be 0..=65535 (it is compared with the trace ID's last 4 hex digits); 655 profiles about 1 % of invocations";
 const SAMPLE_RATE_RANGE: &str = "`sample_rate` must be greater than 0.0 and at most 1.0; 0.01 profiles about 1 % of invocations";
 
@@ -28,6 +36,7 @@ pub(crate) struct Args {
     pub(crate) threshold: Option<(u16, Span)>,
     pub(crate) bucket: Option<LitStr>,
     pub(crate) prefix: Option<LitStr>,
+    pub(crate) max_per_minute: Option<(u32, Span)>,
 }
 
 /// The raw `name = value` list, before any argument is interpreted.
@@ -70,6 +79,8 @@ impl Args {
                         diag,
                     )
                 });
+            } else if ident == "max_per_minute" {
+                args.max_per_minute = max_per_minute(&value, diag);
             } else if ident == "prefix" {
                 args.prefix = string(&ident, &value, diag).filter(|lit| {
                     check(
@@ -164,6 +175,54 @@ fn threshold(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
         Ok(v) => Some((v, int.span())),
         Err(_) => {
             diag.error(int, THRESHOLD_RANGE);
+            None
+        }
+    }
+}
+
+fn max_per_minute(value: &Expr, diag: &mut Diag) -> Option<(u32, Span)> {
+    const RANGE: &str = "`max_per_minute` must be 0..=4294967295 profiles per minute; 0 turns the cap off, 10 is the default";
+    let int = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => int,
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) if matches!(
+            &**expr,
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(_),
+                ..
+            })
+        ) =>
+        {
+            diag.error(value, RANGE);
+            return None;
+        }
+        _ => {
+            diag.error(
+                value,
+                "`max_per_minute` takes an integer literal; write `max_per_minute = 10`",
+            );
+            return None;
+        }
+    };
+    if !matches!(int.suffix(), "" | "u32") {
+        diag.error(
+            int,
+            format!(
+                "`max_per_minute` is a u32, not a `{}`; write it without the suffix",
+                int.suffix()
+            ),
+        );
+        return None;
+    }
+    match int.base10_parse::<u32>() {
+        Ok(v) => Some((v, int.span())),
+        Err(_) => {
+            diag.error(int, RANGE);
             None
         }
     }
@@ -398,6 +457,24 @@ mod tests {
         let (_, errors) = parse("threshold = 655, sample_rate = 0.01");
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("keep one"));
+    }
+
+    #[test]
+    fn max_per_minute_forms() {
+        let (args, errors) = parse("max_per_minute = 0");
+        assert!(errors.is_empty());
+        assert_eq!(args.max_per_minute.map(|m| m.0), Some(0));
+        for bad in [
+            "max_per_minute = -1",
+            "max_per_minute = \"10\"",
+            "max_per_minute = 5000000000",
+            "max_per_minute = 1u8",
+        ] {
+            let (args, errors) = parse(bad);
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(args.max_per_minute.is_none());
+        }
+        assert_eq!(did_you_mean("max_per_min"), Some("max_per_minute"));
     }
 
     #[test]

@@ -97,6 +97,10 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
     let threshold = option(args.threshold.map(|(v, span)| quote_spanned!(span=> #v)));
     let bucket = option(args.bucket.as_ref().map(|b| quote!(#b)));
     let prefix = option(args.prefix.as_ref().map(|p| quote!(#p)));
+    let max_per_minute = option(
+        args.max_per_minute
+            .map(|(v, span)| quote_spanned!(span=> #v)),
+    );
 
     let site = quote_spanned!(Span::mixed_site()=> __XRAYPROFILE_SITE);
     let wrapper = quote_spanned!(Span::mixed_site()=> __xrayprofile_wrapper);
@@ -124,7 +128,7 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #private::Option::None);
+            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #max_per_minute);
             let #wrapper = #begin;
             #run(#wrapper, async move {
                 #rebinds

@@ -30,7 +30,7 @@
 //! | `sample_rate = r` | the same as a share, `0.0 < r <= 1.0`: `threshold = ceil(r × 65536) − 1` | | (use `XRAYPROFILE_THRESHOLD`) |
 //! | `bucket = "name"` | S3 bucket for profiles | `xrayprofile-{account id}-{AWS_REGION}` | `XRAYPROFILE_S3_BUCKET` |
 //! | `prefix = "p/"` | key prefix; a `/` is added if missing | none | `XRAYPROFILE_S3_PREFIX` |
-//! | `max_per_minute = N` (argument not parsed by the macro yet; the variable works) | the most profiles per minute per execution environment, as a token bucket (bursts of `N`); `0` = no cap. It bounds what a caller who forces sampling with trace IDs ending in `0000` can cost | `10` | `XRAYPROFILE_MAX_PER_MINUTE` |
+//! | `max_per_minute = N` | the most profiles per minute per execution environment, as a token bucket (bursts of `N`); `0` = no cap. It bounds what a caller who forces sampling with trace IDs ending in `0000` can cost | `10` | `XRAYPROFILE_MAX_PER_MINUTE` |
 //!
 //! Environment variables, when set, win over the attribute; they are read once,
 //! at the first invocation. `XRAYPROFILE_ENABLED=false` turns profiling off,

@@ -3,7 +3,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use xrayprofile::xrayprofile;
 
-#[xrayprofile(threshold = 655, bucket = "my-profiles", prefix = "profiles")]
+#[xrayprofile(threshold = 655, bucket = "my-profiles", prefix = "profiles", max_per_minute = 30)]
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     if event.payload.is_null() {
         return Ok(Value::Null);
