@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -86,7 +86,22 @@ struct Waiter {
     deadline: SystemTime,
 }
 
+/// One thing that happened at the Runtime API, in arrival order.
+#[derive(Debug, Clone)]
+pub struct Happened {
+    /// When the request arrived.
+    pub at: Instant,
+    /// `runtime_next`, `response`, `error`, `extension_register` or `extension_next`.
+    pub what: &'static str,
+    /// The invocation it concerns, when it concerns one.
+    pub request_id: Option<String>,
+}
+
 struct Shared {
+    timeline: std::sync::Mutex<Vec<Happened>>,
+    extension_events: Mutex<mpsc::UnboundedReceiver<serde_json::Value>>,
+    extension_queue: mpsc::UnboundedSender<serde_json::Value>,
+    extension_registered: std::sync::atomic::AtomicBool,
     queue: Mutex<mpsc::UnboundedReceiver<Queued>>,
     waiting: std::sync::Mutex<HashMap<String, Waiter>>,
 }
@@ -95,6 +110,7 @@ struct Shared {
 pub struct RuntimeApi {
     addr: SocketAddr,
     queue: mpsc::UnboundedSender<Queued>,
+    shared: Arc<Shared>,
 }
 
 impl RuntimeApi {
@@ -106,10 +122,16 @@ impl RuntimeApi {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (queue, rx) = mpsc::unbounded_channel();
+        let (extension_queue, extension_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            timeline: std::sync::Mutex::new(Vec::new()),
+            extension_events: Mutex::new(extension_rx),
+            extension_queue,
+            extension_registered: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(rx),
             waiting: std::sync::Mutex::new(HashMap::new()),
         });
+        let timeline = shared.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = shared.clone();
@@ -122,7 +144,20 @@ impl RuntimeApi {
                 });
             }
         });
-        Ok(RuntimeApi { addr, queue })
+        Ok(RuntimeApi {
+            addr,
+            queue,
+            shared: timeline,
+        })
+    }
+
+    /// Everything that has happened so far, in arrival order.
+    pub fn timeline(&self) -> Vec<Happened> {
+        self.shared
+            .timeline
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -155,6 +190,16 @@ impl RuntimeApi {
 
 type Body = Full<Bytes>;
 
+fn record(shared: &Shared, what: &'static str, request_id: Option<&str>) {
+    if let Ok(mut timeline) = shared.timeline.lock() {
+        timeline.push(Happened {
+            at: Instant::now(),
+            what,
+            request_id: request_id.map(str::to_owned),
+        });
+    }
+}
+
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
@@ -163,10 +208,32 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    if path == "/2020-01-01/extension/register" {
+        record(&shared, "extension_register", None);
+        shared
+            .extension_registered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let body = r#"{"functionName":"fixture-function","functionVersion":"$LATEST","handler":"bootstrap"}"#;
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header("lambda-extension-identifier", "xrayprofile-test-extension")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, ""));
+        return Ok(response);
+    }
+    if path == "/2020-01-01/extension/event/next" {
+        record(&shared, "extension_next", None);
+        let event = shared.extension_events.lock().await.recv().await;
+        return Ok(match event {
+            Some(event) => reply(StatusCode::OK, event.to_string()),
+            None => reply(StatusCode::GONE, ""),
+        });
+    }
     let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
         return Ok(reply(StatusCode::NOT_FOUND, "unknown path"));
     };
     if rest == "invocation/next" {
+        record(&shared, "runtime_next", None);
         return Ok(next(&shared).await);
     }
     let body = req
@@ -186,6 +253,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let Some((id, outcome)) = outcome else {
         return Ok(reply(StatusCode::ACCEPTED, ""));
     };
+    let what = if matches!(outcome, Outcome::Response(_)) {
+        "response"
+    } else {
+        "error"
+    };
+    record(&shared, what, Some(&id));
     let waiter = shared.waiting.lock().ok().and_then(|mut w| w.remove(&id));
     match waiter {
         Some(waiter) => {
@@ -222,6 +295,21 @@ async fn next(shared: &Shared) -> Response<Body> {
                 deadline,
             },
         );
+    }
+    if shared
+        .extension_registered
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        let mut event = serde_json::json!({
+            "eventType": "INVOKE",
+            "deadlineMs": u64::try_from(deadline_ms).unwrap_or(u64::MAX),
+            "requestId": invoke.request_id,
+            "invokedFunctionArn": format!("arn:aws:lambda:{}:{ACCOUNT_ID}:function:fixture-function", crate::REGION),
+        });
+        if let Some(trace) = &invoke.trace_header {
+            event["tracing"] = serde_json::json!({ "type": "X-Amzn-Trace-Id", "value": trace });
+        }
+        let _ = shared.extension_queue.send(event);
     }
     let mut response = Response::builder()
         .status(StatusCode::OK)

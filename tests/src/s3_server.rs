@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
@@ -38,6 +38,8 @@ pub struct Recorded {
     pub path: String,
     /// Header names (lower case) and values.
     pub headers: Vec<(String, String)>,
+    /// When the request arrived.
+    pub received_at: Instant,
 }
 
 impl Recorded {
@@ -210,6 +212,7 @@ async fn record(
     req: Request<Incoming>,
 ) -> Result<Response<s3s::Body>, Infallible> {
     let recorded = Recorded {
+        received_at: Instant::now(),
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
         headers: req

@@ -4,7 +4,7 @@
 //! Lambda freezes an environment once the runtime has asked for the next
 //! event *and* every extension has done the same. Under [`crate::run`]:
 //!
-//! 1. a sampled invocation's wrapper stops the profile and [`submit`]s the
+//! 1. a sampled invocation's wrapper stops the profile and [`defer`]s the
 //!    upload instead of awaiting it, so the handler's result returns at once;
 //! 2. the runtime posts the response; the layer around the runtime's client
 //!    then calls [`response_sent`], which starts that invocation's uploads;
@@ -12,7 +12,7 @@
 //!    when the invocation has been answered and no upload is left
 //!    ([`wait_until_idle`]), bounded by the invocation's deadline.
 //!
-//! Without [`crate::run`] nothing here is enabled and [`submit`] hands the
+//! Without [`crate::run`] nothing here is enabled and [`defer`] hands the
 //! job back, so the wrapper uploads inline as before.
 
 use std::collections::VecDeque;
@@ -68,38 +68,39 @@ pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Release);
 }
 
-/// Queues `job` until its invocation's response is sent. Returns the job when
-/// deferred uploads are off, so the caller uploads it inline.
-///
-/// # Errors
-/// The job itself, when uploads are not deferred in this process.
-pub(crate) fn submit(job: UploadJob) -> Result<(), UploadJob> {
+/// Queues `job` until its invocation's response is sent. Hands the job back
+/// when deferred uploads are off, so the caller uploads it inline.
+pub(crate) fn defer(job: UploadJob) -> Option<UploadJob> {
     if !ENABLED.load(Ordering::Acquire) {
-        return Err(job);
+        return Some(job);
     }
     let Ok(mut queue) = queue().lock() else {
-        return Err(job);
+        return Some(job);
     };
     let waiting_bytes: usize = queue.waiting.iter().map(|j| j.body.len()).sum();
-    if queue.waiting.len() + queue.running >= MAX_PENDING || waiting_bytes + job.body.len() > MAX_PENDING_BYTES {
+    if queue.waiting.len() + queue.running >= MAX_PENDING
+        || waiting_bytes + job.body.len() > MAX_PENDING_BYTES
+    {
         tracing::warn!(
             request_id = %job.request_id,
             key = %job.key,
             pending = queue.waiting.len() + queue.running,
             "profile dropped: too many uploads are already pending; lower XRAYPROFILE_THRESHOLD or check why uploads are slow"
         );
-        return Ok(());
+        return None;
     }
     queue.waiting.push_back(job);
-    Ok(())
+    None
 }
 
 /// The runtime has posted the response of `request_id`: start its uploads.
 pub(crate) fn response_sent(request_id: &str) {
     let ready: Vec<UploadJob> = match queue().lock() {
         Ok(mut queue) => {
-            let (ready, rest): (VecDeque<UploadJob>, VecDeque<UploadJob>) =
-                queue.waiting.drain(..).partition(|job| job.request_id == request_id);
+            let (ready, rest): (VecDeque<UploadJob>, VecDeque<UploadJob>) = queue
+                .waiting
+                .drain(..)
+                .partition(|job| job.request_id == request_id);
             queue.waiting = rest;
             queue.running += ready.len();
             ready.into()
@@ -128,7 +129,10 @@ pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
     let idle = async {
         loop {
             let answered = ANSWERED.load(Ordering::Acquire) >= invocation;
-            let busy = queue().lock().map(|q| !q.waiting.is_empty() || q.running > 0).unwrap_or(false);
+            let busy = queue()
+                .lock()
+                .map(|q| !q.waiting.is_empty() || q.running > 0)
+                .unwrap_or(false);
             if answered && !busy {
                 return;
             }
@@ -139,7 +143,9 @@ pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
     };
     let budget = deadline
         .and_then(|d| d.duration_since(SystemTime::now()).ok())
-        .map_or(Duration::from_secs(900), |left| left.saturating_sub(EXTENSION_MARGIN));
+        .map_or(Duration::from_secs(900), |left| {
+            left.saturating_sub(EXTENSION_MARGIN)
+        });
     if tokio::time::timeout(budget, idle).await.is_err() {
         let keys: Vec<String> = queue()
             .lock()

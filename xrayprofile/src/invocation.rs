@@ -4,23 +4,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use lambda_runtime::{Context, LambdaEvent};
 
 use crate::config::{self, Defaults, Overrides, Settings};
+use crate::deferred;
 use crate::limit;
 use crate::pprof_file::{self, Identity};
 use crate::profiler::{ActiveProfile, ProfileError};
 use crate::sampling::{self, Decision};
 use crate::trace::{self, TraceRoot};
-use crate::upload::{self, Destination, ObjectKey, RequestId};
-
-/// The longest an upload may take, however far away the deadline is.
-const MAX_UPLOAD_TIME: Duration = Duration::from_secs(5);
-/// Left between the end of an upload and the invocation deadline, so the
-/// handler's response still reaches Lambda in time.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+use crate::upload::{self, Destination, ObjectKey, RequestId, UploadJob};
 
 /// A handler argument that carries the Lambda invocation: its request ID,
 /// deadline, function ARN and X-Ray trace header.
@@ -187,7 +182,13 @@ impl Wrapper {
         };
         let output = body.await;
         let outcome = if output.is_error() { "error" } else { "ok" };
-        plan.store(profile, outcome).await;
+        if let Some(job) = plan.finish(profile, outcome) {
+            // Under `xrayprofile::run` the upload waits for the response to
+            // go out; otherwise it runs here, before the response.
+            if let Some(job) = deferred::defer(job) {
+                job.run().await;
+            }
+        }
         output
     }
 }
@@ -274,39 +275,23 @@ fn destination(ctx: &Context, settings: &Settings<'static>) -> Option<Destinatio
             return None;
         }
     };
-    // The ARN lives in the per-invocation context, the destination outlives
-    // the borrow; the account ID is 12 digits, so leaking it once per distinct
-    // account (one per process in practice) is bounded.
-    let expected_owner: &'static str = owner_str(account);
     Some(Destination::S3 {
         bucket,
-        expected_owner,
+        expected_owner: account.to_owned(),
         force_path_style: settings.force_path_style,
     })
 }
 
-/// Interns the account ID: a function runs in one account, so this holds one entry.
-fn owner_str(account: &str) -> &'static str {
-    static OWNERS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let Ok(mut owners) = OWNERS.lock() else {
-        return "";
-    };
-    if let Some(known) = owners.iter().find(|known| **known == account) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(account.to_owned().into_boxed_str());
-    owners.push(leaked);
-    leaked
-}
-
 impl Plan {
-    async fn store(&self, profile: ActiveProfile, outcome: &'static str) {
+    /// Stops the profile and turns it into an upload job; `None` (logged)
+    /// when there is nothing worth uploading.
+    fn finish(self, profile: ActiveProfile, outcome: &'static str) -> Option<UploadJob> {
         // Building the profile (symbolizing) takes CPU time too; when the
         // deadline is already within the margin, stop the sampler and answer.
-        if self.upload_budget().is_zero() {
+        if upload::budget(self.deadline).is_zero() {
             drop(profile);
             tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
-            return;
+            return None;
         }
         let identity = Identity {
             trace_id: self.root.as_str(),
@@ -327,57 +312,32 @@ impl Plan {
             Ok(Ok(done)) => done,
             Ok(Err(err)) => {
                 tracing::warn!(request_id = %self.request_id, error = %err, "profile dropped, handler result unaffected");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::warn!(request_id = %self.request_id, "profile dropped: the profiler panicked while building the report; handler result unaffected");
-                return;
+                return None;
             }
         };
-        let key = &self.key;
-        let budget = self.upload_budget();
-        if budget.is_zero() {
-            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
-            return;
-        }
         let metadata = HashMap::from([
             ("trace-id", self.root.as_str().to_owned()),
             ("request-id", self.request_id.clone()),
-            ("function-name", self.function_name.clone()),
-            ("function-version", self.function_version.clone()),
+            ("function-name", self.function_name),
+            ("function-version", self.function_version),
             ("duration-ms", duration.as_millis().to_string()),
             ("samples", file.samples.to_string()),
             ("outcome", outcome.to_owned()),
         ]);
-        let bytes = file.gzipped.len();
-        match upload::store(&self.destination, key, file.gzipped, metadata, budget).await {
-            Ok(()) => tracing::info!(
-                destination = %self.destination,
-                key = %key,
-                bytes,
-                samples = file.samples,
-                duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                "profile written"
-            ),
-            Err(err) => tracing::warn!(
-                destination = %self.destination,
-                key = %key,
-                error = %err,
-                "profile upload failed, profile dropped, handler result unaffected"
-            ),
-        }
-    }
-
-    fn upload_budget(&self) -> Duration {
-        let Some(deadline) = self.deadline else {
-            return MAX_UPLOAD_TIME;
-        };
-        let remaining = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        remaining
-            .saturating_sub(DEADLINE_MARGIN)
-            .min(MAX_UPLOAD_TIME)
+        Some(UploadJob {
+            request_id: self.request_id,
+            destination: self.destination,
+            key: self.key,
+            samples: file.samples,
+            body: file.gzipped,
+            metadata,
+            duration,
+            deadline: self.deadline,
+        })
     }
 }
 

@@ -56,15 +56,18 @@
 )]
 
 mod config;
+mod deferred;
 mod invocation;
 mod limit;
 mod pprof_file;
 mod profiler;
+mod runtime;
 mod sampling;
 mod trace;
 mod upload;
 
 pub use invocation::Invocation;
+pub use runtime::run;
 
 /// Profiles a sampled share of a Lambda handler's invocations.
 ///

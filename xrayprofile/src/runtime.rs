@@ -8,7 +8,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use lambda_runtime::tower::{Layer, Service};
-use lambda_runtime::{Diagnostic, Error, IntoFunctionResponse, LambdaEvent, LambdaInvocation, Runtime};
+use lambda_runtime::{
+    Diagnostic, Error, IntoFunctionResponse, LambdaEvent, LambdaInvocation, Runtime,
+};
 use serde::{Deserialize, Serialize};
 use tokio_stream::Stream;
 
@@ -120,7 +122,10 @@ where
 
     fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
         let answered = Answered(invocation.context.request_id.clone());
-        ResponseSentFuture { response: self.inner.call(invocation), answered: Some(answered) }
+        ResponseSentFuture {
+            response: self.inner.call(invocation),
+            answered: Some(answered),
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::trace::TraceRoot;
 
@@ -82,7 +82,7 @@ pub(crate) enum Destination<'a> {
     #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     S3 {
         bucket: String,
-        expected_owner: &'a str,
+        expected_owner: String,
         force_path_style: bool,
     },
 }
@@ -130,6 +130,71 @@ impl fmt::Display for UploadError {
 }
 
 impl std::error::Error for UploadError {}
+
+/// The longest an upload may take, however far away the deadline is.
+const MAX_UPLOAD_TIME: Duration = Duration::from_secs(5);
+/// Left between the end of an upload and the invocation deadline, so the
+/// response (inline mode) or the extension's `next` (deferred mode) still
+/// reaches Lambda in time.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// One encoded profile on its way to its destination.
+#[derive(Debug)]
+pub(crate) struct UploadJob {
+    pub(crate) request_id: String,
+    pub(crate) destination: Destination<'static>,
+    pub(crate) key: ObjectKey,
+    pub(crate) body: Vec<u8>,
+    pub(crate) samples: i64,
+    pub(crate) metadata: HashMap<&'static str, String>,
+    /// How long the profile ran.
+    pub(crate) duration: Duration,
+    /// The invocation's deadline; the upload ends before it.
+    pub(crate) deadline: Option<SystemTime>,
+}
+
+impl UploadJob {
+    /// Stores the profile within its budget and logs the outcome once.
+    pub(crate) async fn run(self) {
+        let budget = budget(self.deadline);
+        let key = &self.key;
+        if budget.is_zero() {
+            tracing::warn!(request_id = %self.request_id, key = %key, "profile dropped: the invocation deadline is too close to upload it; raise the function timeout");
+            return;
+        }
+        let bytes = self.body.len();
+        match store(&self.destination, key, self.body, self.metadata, budget).await {
+            Ok(()) => tracing::info!(
+                destination = %self.destination,
+                key = %key,
+                bytes,
+                samples = self.samples,
+                duration_ms = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+                "profile written"
+            ),
+            Err(err) => tracing::warn!(
+                destination = %self.destination,
+                key = %key,
+                error = %err,
+                "profile upload failed, profile dropped, handler result unaffected"
+            ),
+        }
+    }
+}
+
+/// How long an upload may take: at most [`MAX_UPLOAD_TIME`], and ending
+/// [`DEADLINE_MARGIN`] before `deadline`; zero when that moment has passed.
+pub(crate) fn budget(deadline: Option<SystemTime>) -> Duration {
+    let Some(deadline) = deadline else {
+        return MAX_UPLOAD_TIME;
+    };
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    remaining
+        .saturating_sub(DEADLINE_MARGIN)
+        .min(MAX_UPLOAD_TIME)
+}
 
 /// Stores `body` at `key`, giving up after `budget`.
 ///

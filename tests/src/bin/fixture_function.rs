@@ -108,5 +108,10 @@ async fn main() -> Result<(), Error> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    lambda_runtime::run_concurrent(service_fn(handler)).await
+    // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point.
+    if std::env::var("FIXTURE_ENTRY").as_deref() == Ok("xrayprofile") {
+        xrayprofile::run(service_fn(handler)).await
+    } else {
+        lambda_runtime::run_concurrent(service_fn(handler)).await
+    }
 }
