@@ -41,7 +41,8 @@
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
-#![forbid(unsafe_code)]
+// Only `profiler::signal` (the SIGPROF handler) may use `unsafe`.
+#![deny(unsafe_code)]
 // Nothing in this crate may panic on input: it runs inside users' invocations.
 #![cfg_attr(
     not(test),
@@ -53,6 +54,7 @@
     )
 )]
 
+mod bench_support;
 mod config;
 mod invocation;
 mod pprof_file;
@@ -75,4 +77,9 @@ pub use xrayprofile_macros::xrayprofile;
 pub mod __private {
     pub use crate::invocation::{Site, Wrapper};
     pub use core::option::Option;
+
+    /// For the crate's benchmarks only.
+    pub mod bench {
+        pub use crate::bench_support::{Encoded, Profiling};
+    }
 }
