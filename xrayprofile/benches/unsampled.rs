@@ -92,15 +92,17 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn main() {
+fn event(trace_header: Option<&str>) -> LambdaEvent<u64> {
     let mut context = Context::default();
     context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".into();
     context.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench".into();
-    context.xray_trace_id =
-        Some("Root=1-5759e988-bd862e3fe1be46a9942701f0;Parent=53995c3f42cd8ad8;Sampled=1".into());
-    let event = LambdaEvent::new(7_u64, context);
-    let annotated = || run(annotated(&event)).unwrap_or(0);
-    let plain = || run(plain(&event)).unwrap_or(0);
+    context.xray_trace_id = trace_header.map(str::to_owned);
+    LambdaEvent::new(7_u64, context)
+}
+
+fn compare(label: &str, event: &LambdaEvent<u64>) {
+    let annotated = || run(annotated(event)).unwrap_or(0);
+    let plain = || run(plain(event)).unwrap_or(0);
     // The first invocation reads the environment once; measure after it.
     for _ in 0..1000 {
         black_box(annotated());
@@ -114,9 +116,9 @@ fn main() {
         a.push(an);
         d.push(an - pn);
     }
-    let (allocs_plain, allocs_annotated) =
-        (allocations_per_call(plain), allocations_per_call(annotated));
-    println!("P1 unsampled invocation ({CALLS} calls x {ROUNDS} rounds, median)");
+    let allocs_plain = allocations_per_call(plain);
+    let allocs_annotated = allocations_per_call(annotated);
+    println!("P1 unsampled invocation, {label} ({CALLS} calls x {ROUNDS} rounds, median)");
     println!(
         "  plain handler:      {:7.1} ns/call  {:.2} allocations/call",
         median(&mut p),
@@ -132,4 +134,14 @@ fn main() {
         median(&mut d),
         allocs_annotated - allocs_plain
     );
+}
+
+fn main() {
+    compare(
+        "X-Ray header above the threshold",
+        &event(Some(
+            "Root=1-5759e988-bd862e3fe1be46a9942701f0;Parent=53995c3f42cd8ad8;Sampled=1",
+        )),
+    );
+    compare("no X-Ray header (tracing off)", &event(None));
 }

@@ -4,7 +4,7 @@
 //! to take about the requested CPU time.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Rounds per `work_leaf` call.
 const CHUNK: u64 = 10_000;
@@ -28,14 +28,14 @@ pub(crate) fn work_handler(chunks: u64) -> u64 {
     x
 }
 
-/// Chunks that take about `target` of CPU on this machine (median of 5).
+/// Chunks that take about `target` of CPU time on this machine (median of 5).
 pub(crate) fn calibrate(target: Duration) -> u64 {
     let probe = 2_000;
     let mut times: Vec<Duration> = (0..5)
         .map(|_| {
-            let start = Instant::now();
+            let start = process_cpu();
             black_box(work_handler(probe));
-            start.elapsed()
+            process_cpu() - start
         })
         .collect();
     times.sort();
