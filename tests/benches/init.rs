@@ -24,7 +24,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Spawn → first `next` request, and VmRSS then.
-fn init_once(binary: &str) -> (Duration, u64) {
+fn init_once(binary: &str) -> (Duration, [u64; 3]) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let api = listener.local_addr().unwrap().to_string();
     let started = Instant::now();
@@ -52,7 +52,7 @@ fn init_once(binary: &str) -> (Duration, u64) {
         request.extend_from_slice(&buf[..n]);
     }
     let init = started.elapsed();
-    let rss = status_kib(child.id(), "VmRSS");
+    let rss = ["VmRSS", "RssAnon", "RssFile"].map(|field| status_kib(child.id(), field));
     child.kill().unwrap();
     child.wait().unwrap();
     let line = String::from_utf8_lossy(&request)
@@ -93,20 +93,22 @@ fn main() {
     for v in [&mut pr, &mut ar] {
         v.sort();
     }
-    println!("P6 init, spawn -> first GET /next (21 runs each, median)");
+    let [p_rss, p_anon, p_file] = pr[10];
+    let [a_rss, a_anon, a_file] = ar[10];
+    println!("P6 init, spawn -> first GET /next (21 runs each, median; RSS of the median-RSS run)");
     println!(
-        "  bare lambda_runtime:  {:6.2} ms, VmRSS {:6} KiB",
-        pt[10].as_secs_f64() * 1e3,
-        pr[10]
+        "  bare lambda_runtime:  {:6.2} ms, VmRSS {p_rss:6} KiB (anon {p_anon}, file {p_file})",
+        pt[10].as_secs_f64() * 1e3
     );
     println!(
-        "  with #[xrayprofile]:  {:6.2} ms, VmRSS {:6} KiB",
-        at[10].as_secs_f64() * 1e3,
-        ar[10]
+        "  with #[xrayprofile]:  {:6.2} ms, VmRSS {a_rss:6} KiB (anon {a_anon}, file {a_file})",
+        at[10].as_secs_f64() * 1e3
     );
     println!(
-        "  added: {:+.2} ms, {:+} KiB",
+        "  added: {:+.2} ms, {:+} KiB (anon {:+}, file {:+})",
         (at[10].as_secs_f64() - pt[10].as_secs_f64()) * 1e3,
-        ar[10] as i64 - pr[10] as i64
+        a_rss as i64 - p_rss as i64,
+        a_anon as i64 - p_anon as i64,
+        a_file as i64 - p_file as i64
     );
 }
