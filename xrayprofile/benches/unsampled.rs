@@ -137,6 +137,12 @@ fn compare(label: &str, event: &LambdaEvent<u64>) {
 }
 
 fn main() {
+    let probe = event(None);
+    println!(
+        "handler future size: annotated {} bytes, plain {} bytes",
+        std::mem::size_of_val(&annotated(&probe)),
+        std::mem::size_of_val(&plain(&probe))
+    );
     compare(
         "X-Ray header above the threshold",
         &event(Some(

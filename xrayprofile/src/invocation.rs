@@ -144,7 +144,11 @@ impl Wrapper {
         };
         let output = body.await;
         let outcome = if output.is_ok() { "ok" } else { "error" };
-        plan.store(profile, outcome).await;
+        // Boxed: the upload's future (aws-sdk-s3's PutObject) is ~12 KiB, and
+        // inline it would make every invocation's future, sampled or not,
+        // that large (P1 in docs/performance.md). Only sampled invocations
+        // get here, and they allocate anyway.
+        Box::pin(plan.store(profile, outcome)).await;
         output
     }
 }
@@ -154,19 +158,13 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         tracing::debug!(request_id = %ctx.request_id, "not profiled: XRAYPROFILE_ENABLED is off");
         return None;
     }
-    let env_header;
-    let header = match ctx.xray_trace_id.as_deref() {
-        Some(header) => header,
-        None => {
-            env_header = std::env::var("_X_AMZN_TRACE_ID").ok();
-            match env_header.as_deref() {
-                Some(header) => header,
-                None => {
-                    tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
-                    return None;
-                }
-            }
-        }
+    // Only the context: lambda_runtime sets `_X_AMZN_TRACE_ID` from this same
+    // value (and removes it when there is none), so reading the variable
+    // would cost an env lock and `getenv` on every untraced invocation for
+    // nothing (P1 in docs/performance.md).
+    let Some(header) = ctx.xray_trace_id.as_deref() else {
+        tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+        return None;
     };
     let root = match TraceRoot::from_header(header) {
         Ok(root) => root,

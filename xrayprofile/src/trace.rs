@@ -54,10 +54,14 @@ impl TraceRoot {
         let header = header.as_bytes();
         // Lambda and the X-Ray SDKs put `Root=` first: take it without
         // scanning the other fields (the same result the general path gives).
-        if let Some(value) = header.strip_prefix(b"Root=") {
-            let end = value.iter().position(|b| *b == b';').unwrap_or(value.len());
-            let (value, _) = value.split_at_checked(end).unwrap_or((value, &[]));
-            return TraceRoot::parse_bytes(value.trim_ascii());
+        // A well-formed root is exactly ROOT_LEN bytes, so look at the byte
+        // after it instead of scanning for `;`; anything else (whitespace,
+        // junk) takes the general path.
+        if let Some(value) = header.strip_prefix(b"Root=")
+            && let Some((root, rest)) = value.split_at_checked(ROOT_LEN)
+            && (rest.is_empty() || rest.first() == Some(&b';'))
+        {
+            return TraceRoot::parse_bytes(root);
         }
         let value = header
             .split(|b| *b == b';')
@@ -166,6 +170,34 @@ mod tests {
             "Lineage=a87bd80c:1|68fd508a:5;Parent=53995c3f42cd8ad8; Root={ROOT} ;Sampled=0"
         );
         assert_eq!(TraceRoot::from_header(&header).unwrap().as_str(), ROOT);
+    }
+
+    #[test]
+    fn leading_root_fast_path_agrees_with_the_general_parse() {
+        for header in [
+            format!("Root={ROOT}"),
+            format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"),
+            format!("Root={ROOT} ;Sampled=1"),
+            format!("Root= {ROOT};Sampled=1"),
+            format!("Root={ROOT}\t"),
+        ] {
+            assert_eq!(
+                TraceRoot::from_header(&header).unwrap().as_str(),
+                ROOT,
+                "{header:?}"
+            );
+        }
+        for header in [
+            format!("Root={ROOT}0"),
+            format!("Root={ROOT}0;Sampled=1"),
+            format!("Root={}", &ROOT[..34]),
+        ] {
+            assert_eq!(
+                TraceRoot::from_header(&header),
+                Err(TraceError::MalformedRoot),
+                "{header:?}"
+            );
+        }
     }
 
     #[test]
