@@ -36,6 +36,19 @@ const FREQUENCY_HZ: u32 = 99;
 /// dropped.
 const BUFFER_SLOTS: usize = 8192;
 
+/// The most RSS the symbolizer's cache may add and be kept between
+/// profiles; above it the cache is dropped after each profile.
+const SYMBOL_CACHE_LIMIT_KIB: u64 = 8 * 1024;
+
+/// This process's resident set (`VmRSS`), in KiB.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Why no profile came out.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -117,6 +130,7 @@ impl ActiveProfile {
                 BUFFER_SLOTS / FREQUENCY_HZ as usize
             );
         }
+        let resident_before = resident_kib();
         let profile = symbols::profile(
             samples.stacks(),
             symbols::Timing {
@@ -125,10 +139,17 @@ impl ActiveProfile {
                 hz: FREQUENCY_HZ,
             },
         );
-        // Give back the sample buffer now, and the parsed symbol tables:
-        // they are re-read from the binary on the next sampled invocation.
         drop(samples);
-        backtrace::clear_symbol_cache();
+        // backtrace-rs keeps what it parsed to name addresses. Kept, later
+        // profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with
+        // line tables); but it grows with the binary's debug info. So keep
+        // it only while it is small: if symbolizing grew RSS by more than
+        // SYMBOL_CACHE_LIMIT_KIB, give it back (docs/performance.md, P3/P4).
+        if let (Some(before), Some(after)) = (resident_before, resident_kib())
+            && after.saturating_sub(before) > SYMBOL_CACHE_LIMIT_KIB
+        {
+            backtrace::clear_symbol_cache();
+        }
         Ok(FinishedProfile { profile, duration })
     }
 }
