@@ -253,9 +253,10 @@ fn halt() -> bool {
 /// signal handler.
 fn warm_up_unwinder() {
     let mut frames = 0_usize;
-    // SAFETY: `trace_unsynchronized` only requires that no other unwind runs
-    // concurrently through backtrace's own synchronized API in a way that
-    // conflicts; the libgcc backend has no such state. The callback only counts.
+    // SAFETY: `trace_unsynchronized` is unsafe only because it skips
+    // backtrace's global lock; with the libgcc backend concurrent unwinds
+    // share no mutable state in backtrace (each has its own context), which
+    // is also what the signal handler relies on. The callback only counts.
     unsafe {
         backtrace::trace_unsynchronized(|_| {
             frames += 1;
