@@ -30,6 +30,9 @@ pub(crate) const ENV_PREFIX: &str = "XRAYPROFILE_S3_PREFIX";
 pub(crate) const ENV_OUTPUT_DIR: &str = "XRAYPROFILE_OUTPUT_DIR";
 /// Env var: path-style S3 addressing, for S3-compatible endpoints.
 pub(crate) const ENV_FORCE_PATH_STYLE: &str = "XRAYPROFILE_S3_FORCE_PATH_STYLE";
+/// Env var: `false` writes address-level profiles (mappings and build IDs,
+/// no names), symbolized later from the unstripped binary.
+pub(crate) const ENV_SYMBOLIZE: &str = "XRAYPROFILE_SYMBOLIZE";
 
 /// The most bytes a key prefix may have; S3 keys are limited to 1,024 bytes and
 /// the rest of the key needs about 80.
@@ -52,6 +55,8 @@ pub(crate) struct Overrides {
     pub(crate) prefix: Option<String>,
     pub(crate) output_dir: Option<PathBuf>,
     pub(crate) force_path_style: bool,
+    /// `false`: profiles carry addresses only, for offline symbolization.
+    pub(crate) symbolize: bool,
     /// `AWS_REGION`, which Lambda always sets; part of the default bucket name.
     pub(crate) region: Option<String>,
 }
@@ -75,6 +80,7 @@ pub(crate) struct Settings<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) output_dir: Option<&'a std::path::Path>,
     pub(crate) force_path_style: bool,
+    pub(crate) symbolize: bool,
     pub(crate) region: Option<&'a str>,
 }
 
@@ -134,6 +140,8 @@ impl Overrides {
         let bucket_raw = read(ENV_BUCKET, bucket_fix);
         let prefix_raw = read(ENV_PREFIX, prefix_fix);
         let path_style_raw = read(ENV_FORCE_PATH_STYLE, path_style_fix);
+        let symbolize_fix = "set it to `true` (names in the profile) or `false` (addresses, mappings and build IDs, for stripped binaries)";
+        let symbolize_raw = read(ENV_SYMBOLIZE, symbolize_fix);
         let region = read("AWS_REGION", "").filter(|r| !r.trim().is_empty());
         let output_dir = var(ENV_OUTPUT_DIR)
             .filter(|dir| !dir.is_empty())
@@ -176,6 +184,11 @@ impl Overrides {
         })
         .and_then(|v| parse_bool(&v))
         .unwrap_or(false);
+        let symbolize = check(ENV_SYMBOLIZE, symbolize_raw, symbolize_fix, &|v| {
+            parse_bool(v).is_some()
+        })
+        .and_then(|v| parse_bool(&v))
+        .unwrap_or(true);
 
         let overrides = Overrides {
             enabled,
@@ -184,6 +197,7 @@ impl Overrides {
             prefix,
             output_dir,
             force_path_style,
+            symbolize,
             region,
         };
         (overrides, problems)
@@ -201,6 +215,7 @@ impl Overrides {
             prefix: self.prefix.as_deref().or(defaults.prefix).unwrap_or(""),
             output_dir: self.output_dir.as_deref(),
             force_path_style: self.force_path_style,
+            symbolize: self.symbolize,
             region: self.region.as_deref(),
         }
     }
@@ -316,6 +331,21 @@ mod tests {
         assert_eq!(
             settings.output_dir,
             Some(std::path::Path::new("/tmp/profiles"))
+        );
+    }
+
+    #[test]
+    fn symbolize_defaults_on_and_false_asks_for_addresses() {
+        let (overrides, _) = env(&[]);
+        assert!(overrides.settings(&ATTRIBUTE).symbolize);
+        let (overrides, problems) = env(&[(ENV_SYMBOLIZE, "false")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!overrides.settings(&ATTRIBUTE).symbolize);
+        let (overrides, problems) = env(&[(ENV_SYMBOLIZE, "names")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            overrides.settings(&ATTRIBUTE).symbolize,
+            "bad value ignored"
         );
     }
 

@@ -10,7 +10,7 @@ use lambda_runtime::{Context, LambdaEvent};
 
 use crate::config::{Defaults, Overrides, Settings};
 use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, ProfileError};
+use crate::profiler::{ActiveProfile, Detail, ProfileError};
 use crate::sampling::{self, Decision};
 use crate::trace::{self, TraceRoot};
 use crate::upload::{self, Destination, ObjectKey, RequestId};
@@ -106,6 +106,7 @@ struct Plan {
     function_version: String,
     deadline: Option<SystemTime>,
     destination: Destination<'static>,
+    detail: Detail,
 }
 
 impl Wrapper {
@@ -191,6 +192,11 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         function_version: ctx.env_config.version.clone(),
         deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
         destination,
+        detail: if settings.symbolize {
+            Detail::Names
+        } else {
+            Detail::Addresses
+        },
     })
 }
 
@@ -252,7 +258,7 @@ impl Plan {
         // pprof-rs runs symbolization code we do not control; a panic there
         // must not become the handler's failure.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let finished = profile.finish()?;
+            let finished = profile.finish_with(self.detail)?;
             let file =
                 pprof_file::encode(finished.profile, &identity).map_err(ProfileError::Encode)?;
             Ok::<_, ProfileError>((file, finished.duration))

@@ -26,6 +26,7 @@ use std::time::{Instant, SystemTime};
 use pprof::protos::Profile;
 
 pub(crate) use signal::SamplerError;
+pub(crate) use symbols::Detail;
 
 /// Samples per second of CPU time, as in go-xrayprofile.
 const FREQUENCY_HZ: u32 = 99;
@@ -118,6 +119,15 @@ impl ActiveProfile {
     /// # Errors
     /// None today; the `Result` leaves room for symbolizers that can fail.
     pub(crate) fn finish(self) -> Result<FinishedProfile, ProfileError> {
+        self.finish_with(Detail::Names)
+    }
+
+    /// Like [`ActiveProfile::finish`], with `detail` choosing between
+    /// in-process names and addresses for offline symbolization.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for symbolizers that can fail.
+    pub(crate) fn finish_with(self, detail: Detail) -> Result<FinishedProfile, ProfileError> {
         let duration = self.started.elapsed();
         // Stop before symbolizing, so that work does not show up in the
         // profile it produces.
@@ -138,6 +148,7 @@ impl ActiveProfile {
                 duration,
                 hz: FREQUENCY_HZ,
             },
+            detail,
         );
         drop(samples);
         // backtrace-rs keeps what it parsed to name addresses. Kept, later
