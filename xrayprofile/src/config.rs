@@ -33,12 +33,15 @@ pub(crate) const ENV_OUTPUT_DIR: &str = "XRAYPROFILE_OUTPUT_DIR";
 pub(crate) const ENV_FORCE_PATH_STYLE: &str = "XRAYPROFILE_S3_FORCE_PATH_STYLE";
 /// Env var: the most profiles per minute per execution environment; `0` = no cap.
 pub(crate) const ENV_MAX_PER_MINUTE: &str = "XRAYPROFILE_MAX_PER_MINUTE";
+/// Env var: `false` writes address-level profiles (mappings and build IDs,
+/// no names), symbolized later from the unstripped binary.
+pub(crate) const ENV_SYMBOLIZE: &str = "XRAYPROFILE_SYMBOLIZE";
 /// Set by Lambda; part of the default bucket name.
 pub(crate) const ENV_REGION: &str = "AWS_REGION";
 
 /// Every variable this module reads, for tests that set them all.
 #[cfg(test)]
-pub(crate) const ALL_VARS: [&str; 8] = [
+pub(crate) const ALL_VARS: [&str; 9] = [
     ENV_ENABLED,
     ENV_THRESHOLD,
     ENV_BUCKET,
@@ -46,6 +49,7 @@ pub(crate) const ALL_VARS: [&str; 8] = [
     ENV_OUTPUT_DIR,
     ENV_FORCE_PATH_STYLE,
     ENV_MAX_PER_MINUTE,
+    ENV_SYMBOLIZE,
     ENV_REGION,
 ];
 
@@ -83,6 +87,8 @@ pub(crate) struct Overrides {
     pub(crate) force_path_style: bool,
     /// `0` = no cap.
     pub(crate) max_per_minute: Option<u32>,
+    /// `false`: profiles carry addresses only, for offline symbolization.
+    pub(crate) symbolize: bool,
     /// `AWS_REGION`, which Lambda always sets; part of the default bucket name.
     pub(crate) region: Option<String>,
 }
@@ -108,6 +114,7 @@ pub(crate) struct Settings<'a> {
     pub(crate) force_path_style: bool,
     /// `None`: no cap.
     pub(crate) max_per_minute: Option<NonZeroU32>,
+    pub(crate) symbolize: bool,
     pub(crate) region: Option<&'a str>,
 }
 
@@ -204,6 +211,13 @@ impl Overrides {
             &keep(|v| parse_number::<u32>(v).is_some()),
         )
         .and_then(|v| parse_number::<u32>(&v));
+        let symbolize = read(
+            ENV_SYMBOLIZE,
+            "set it to `true` (names in the profile) or `false` (addresses, mappings and build IDs, for stripped binaries)",
+            &keep(|v| parse_bool(v).is_some()),
+        )
+        .and_then(|v| parse_bool(&v))
+        .unwrap_or(true);
         let region = read(
             ENV_REGION,
             "Lambda sets it to the function's region, such as `us-east-1`; without a valid region the default bucket name cannot be built, so set XRAYPROFILE_S3_BUCKET",
@@ -230,6 +244,7 @@ impl Overrides {
             output_dir,
             force_path_style,
             max_per_minute,
+            symbolize,
             region,
         };
         (overrides, problems)
@@ -252,6 +267,7 @@ impl Overrides {
             output_dir: self.output_dir.as_deref(),
             force_path_style: self.force_path_style,
             max_per_minute: NonZeroU32::new(max_per_minute),
+            symbolize: self.symbolize,
             region: self.region.as_deref(),
         }
     }
@@ -361,6 +377,21 @@ mod tests {
         prefix: Some("attr"),
         max_per_minute: Some(20),
     };
+
+    #[test]
+    fn symbolize_defaults_on_and_false_asks_for_addresses() {
+        let (overrides, _) = env(&[]);
+        assert!(overrides.settings(&ATTRIBUTE).symbolize);
+        let (overrides, problems) = env(&[(ENV_SYMBOLIZE, "false")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!overrides.settings(&ATTRIBUTE).symbolize);
+        let (overrides, problems) = env(&[(ENV_SYMBOLIZE, "names")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            overrides.settings(&ATTRIBUTE).symbolize,
+            "bad value ignored"
+        );
+    }
 
     #[test]
     fn attribute_values_apply_when_env_is_silent() {

@@ -12,7 +12,7 @@ use crate::config::{self, Defaults, Overrides, Settings};
 use crate::deferred;
 use crate::limit;
 use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, ProfileError};
+use crate::profiler::{ActiveProfile, Detail, ProfileError};
 use crate::sampling::{self, Decision};
 use crate::trace::{self, TraceRoot};
 use crate::upload::{self, Destination, ObjectKey, RequestId, UploadJob};
@@ -140,6 +140,7 @@ struct Plan {
     function_version: String,
     deadline: Option<SystemTime>,
     destination: Destination<'static>,
+    detail: Detail,
 }
 
 impl Wrapper {
@@ -184,9 +185,12 @@ impl Wrapper {
         let outcome = if output.is_error() { "error" } else { "ok" };
         if let Some(job) = plan.finish(profile, outcome) {
             // Under `xrayprofile::run` the upload waits for the response to
-            // go out; otherwise it runs here, before the response.
+            // go out; otherwise it runs here, before the response. Boxed: the
+            // upload's future (aws-sdk-s3's PutObject) is ~12 KiB, and inline
+            // it would make every invocation's future, sampled or not, that
+            // large (P1 in docs/performance.md).
             if let Some(job) = deferred::defer(job) {
-                job.run().await;
+                Box::pin(job.run()).await;
             }
         }
         output
@@ -198,19 +202,13 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         tracing::debug!(request_id = %ctx.request_id, "not profiled: XRAYPROFILE_ENABLED is off");
         return None;
     }
-    let env_header;
-    let header = match ctx.xray_trace_id.as_deref() {
-        Some(header) => header,
-        None => {
-            env_header = std::env::var("_X_AMZN_TRACE_ID").ok();
-            match env_header.as_deref() {
-                Some(header) => header,
-                None => {
-                    tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
-                    return None;
-                }
-            }
-        }
+    // Only the context: lambda_runtime sets `_X_AMZN_TRACE_ID` from this same
+    // value (and removes it when there is none), so reading the variable
+    // would cost an env lock and `getenv` on every untraced invocation for
+    // nothing (P1 in docs/performance.md).
+    let Some(header) = ctx.xray_trace_id.as_deref() else {
+        tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+        return None;
     };
     let root = match TraceRoot::from_header(header) {
         Ok(root) => root,
@@ -243,6 +241,11 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         function_version: ctx.env_config.version.clone(),
         deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
         destination,
+        detail: if settings.symbolize {
+            Detail::Names
+        } else {
+            Detail::Addresses
+        },
     })
 }
 
@@ -303,7 +306,7 @@ impl Plan {
         // pprof-rs runs symbolization code we do not control; a panic there
         // must not become the handler's failure.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let finished = profile.finish()?;
+            let finished = profile.finish_with(self.detail)?;
             let file =
                 pprof_file::encode(finished.profile, &identity).map_err(ProfileError::Encode)?;
             Ok::<_, ProfileError>((file, finished.duration))
@@ -357,6 +360,7 @@ mod tests {
             output_dir: None,
             force_path_style: false,
             max_per_minute: None,
+            symbolize: true,
             region: Some("us-east-1"),
         }
     }

@@ -36,14 +36,17 @@
 //! at the first invocation. `XRAYPROFILE_ENABLED=false` turns profiling off,
 //! `XRAYPROFILE_OUTPUT_DIR=dir` writes files under `dir` instead of S3 and
 //! `XRAYPROFILE_S3_FORCE_PATH_STYLE=true` selects path-style addressing for
-//! S3-compatible endpoints (set with `AWS_ENDPOINT_URL_S3`). An invalid value
-//! is logged once and ignored.
+//! S3-compatible endpoints (set with `AWS_ENDPOINT_URL_S3`).
+//! `XRAYPROFILE_SYMBOLIZE=false` writes address-level profiles (mappings and
+//! GNU build IDs, no names) for stripped binaries, to be symbolized later
+//! from the unstripped one. An invalid value is logged once and ignored.
 //!
 //! Nothing this crate does can change the handler's result: a missing or
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
-#![forbid(unsafe_code)]
+// Only `profiler::signal` (the SIGPROF handler) may use `unsafe`.
+#![deny(unsafe_code)]
 // Nothing in this crate may panic on input: it runs inside users' invocations.
 #![cfg_attr(
     not(test),
@@ -55,6 +58,7 @@
     )
 )]
 
+mod bench_support;
 mod config;
 mod deferred;
 mod invocation;
@@ -81,4 +85,9 @@ pub use xrayprofile_macros::xrayprofile;
 pub mod __private {
     pub use crate::invocation::{HandlerOutput, Site, Wrapper};
     pub use core::option::Option;
+
+    /// For the crate's benchmarks only.
+    pub mod bench {
+        pub use crate::bench_support::{Encoded, Profiling};
+    }
 }

@@ -1,26 +1,54 @@
 //! The CPU profiler behind a three-step interface: [`ActiveProfile::start`],
 //! [`ActiveProfile::finish`], bytes.
 //!
-//! Today it is pprof-rs's SIGPROF sampler at 99 Hz. pprof-rs keeps one
-//! process-wide profiler, so at most one profile runs at a time: a second
-//! `start` while one is active returns [`ProfileError::Busy`] at once, without
-//! touching pprof-rs. Its memory cost (a 65 MiB sample table kept for the
-//! process's life, see `docs/design.md`) is why nothing outside this module
-//! knows which sampler is used.
+//! Our own SIGPROF sampler ([`signal`]) records raw instruction addresses at
+//! 99 Hz into a small preallocated buffer; [`symbols`] resolves only the
+//! sampled addresses when the profile finishes. At most one profile runs per
+//! process: a second `start` while one is active returns
+//! [`ProfileError::Busy`] at once. Why not pprof-rs's sampler (a 65 MiB table
+//! kept for the process's life) is in `docs/design.md`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod signal;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+#[path = "profiler/unsupported.rs"]
+mod signal;
+mod symbols;
+
+use std::time::{Instant, SystemTime};
 
 use pprof::protos::Profile;
 
+pub(crate) use signal::SamplerError;
+pub(crate) use symbols::Detail;
+
 /// Samples per second of CPU time, as in go-xrayprofile.
-const FREQUENCY_HZ: i32 = 99;
+const FREQUENCY_HZ: u32 = 99;
 
-/// Frames from these libraries are the signal machinery, not the handler.
-const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
+/// Stacks the buffer holds: 8,192 × 512 B = 4 MiB of address space, 82 s of
+/// CPU time at 99 Hz. Pages are touched only as samples arrive (a 200 ms
+/// invocation uses about 10 KiB); samples past the end are counted and
+/// dropped.
+const BUFFER_SLOTS: usize = 8192;
 
-/// Held while a profile runs anywhere in the process.
-static RUNNING: AtomicBool = AtomicBool::new(false);
+/// The most RSS the symbolizer's cache may add and be kept between
+/// profiles; above it the cache is dropped after each profile.
+const SYMBOL_CACHE_LIMIT_KIB: u64 = 8 * 1024;
+
+/// This process's resident set (`VmRSS`), in KiB.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
 
 /// Why no profile came out.
 #[derive(Debug)]
@@ -28,8 +56,8 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 pub(crate) enum ProfileError {
     /// Another invocation in this process is being profiled.
     Busy,
-    /// pprof-rs could not start, stop or report.
-    Sampler(pprof::Error),
+    /// The sampler could not start.
+    Sampler(SamplerError),
     /// The profile could not be encoded or compressed.
     Encode(std::io::Error),
 }
@@ -40,7 +68,12 @@ impl std::fmt::Display for ProfileError {
             ProfileError::Busy => {
                 f.write_str("another invocation in this process is being profiled")
             }
-            ProfileError::Sampler(err) => write!(f, "the CPU sampler failed: {err}"),
+            ProfileError::Sampler(SamplerError::Busy) => {
+                f.write_str("the CPU sampler is in use by another profile")
+            }
+            ProfileError::Sampler(SamplerError::Os(call, err)) => {
+                write!(f, "the CPU sampler could not start: {call} failed: {err}")
+            }
             ProfileError::Encode(err) => write!(f, "encoding the profile failed: {err}"),
         }
     }
@@ -51,11 +84,12 @@ impl std::error::Error for ProfileError {}
 /// A running CPU profile. Dropping it stops the sampler, so a panicking or
 /// cancelled handler cannot leave the profiler running.
 pub(crate) struct ActiveProfile {
-    guard: Option<pprof::ProfilerGuard<'static>>,
+    sampler: signal::Sampler,
     started: Instant,
+    started_at: SystemTime,
 }
 
-/// A stopped profile: pprof-rs's protobuf and how long it ran.
+/// A stopped profile: its protobuf and how long it ran.
 pub(crate) struct FinishedProfile {
     pub(crate) profile: Profile,
     pub(crate) duration: std::time::Duration,
@@ -66,87 +100,68 @@ impl ActiveProfile {
     ///
     /// # Errors
     /// [`ProfileError::Busy`] if a profile is already running;
-    /// [`ProfileError::Sampler`] if pprof-rs cannot install its signal handler.
+    /// [`ProfileError::Sampler`] if the signal handler, timer or buffer cannot
+    /// be set up.
     pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
-        if RUNNING.swap(true, Ordering::AcqRel) {
-            return Err(ProfileError::Busy);
-        }
-        match pprof::ProfilerGuardBuilder::default()
-            .frequency(FREQUENCY_HZ)
-            .blocklist(&BLOCKLIST)
-            .build()
-        {
-            Ok(guard) => Ok(ActiveProfile {
-                guard: Some(guard),
+        match signal::start(FREQUENCY_HZ, BUFFER_SLOTS) {
+            Ok(sampler) => Ok(ActiveProfile {
+                sampler,
                 started: Instant::now(),
+                started_at: SystemTime::now(),
             }),
-            Err(err) => {
-                RUNNING.store(false, Ordering::Release);
-                Err(ProfileError::Sampler(err))
-            }
+            Err(SamplerError::Busy) => Err(ProfileError::Busy),
+            Err(err) => Err(ProfileError::Sampler(err)),
         }
     }
 
     /// Stops sampling and returns the samples as a symbolized pprof profile.
     ///
     /// # Errors
-    /// [`ProfileError::Sampler`] if pprof-rs cannot build its report.
-    pub(crate) fn finish(mut self) -> Result<FinishedProfile, ProfileError> {
-        let duration = self.started.elapsed();
-        let guard = self.guard.take();
-        let report = match &guard {
-            Some(guard) => guard
-                .report()
-                .frames_post_processor(drop_sampler_frames)
-                .build()
-                .map_err(ProfileError::Sampler)?,
-            None => return Err(ProfileError::Busy),
-        };
-        // Stop sampling before symbolizing and encoding, so that work does not
-        // show up in the profile it produces.
-        drop(guard);
-        let profile = report.pprof().map_err(ProfileError::Sampler)?;
-        Ok(FinishedProfile { profile, duration })
+    /// None today; the `Result` leaves room for symbolizers that can fail.
+    pub(crate) fn finish(self) -> Result<FinishedProfile, ProfileError> {
+        self.finish_with(Detail::Names)
     }
-}
 
-/// Removes the sampler's own frames from the leaf end of a stack.
-///
-/// pprof-rs unwinds from inside its signal handler and removes only the
-/// handler's frame and the signal trampoline, so every stack starts with the
-/// unwinder's frames (`backtrace::trace_unsynchronized`, `_Unwind_Backtrace`,
-/// the handler's closure, ...). Left in, they would be the "hottest" leaf of
-/// every profile and hide the function that was really running.
-fn drop_sampler_frames(frames: &mut pprof::Frames) {
-    let sampler_frames = frames
-        .frames
-        .iter()
-        .take_while(|symbols| {
-            !symbols.is_empty() && symbols.iter().all(|s| is_sampler_symbol(&s.name()))
-        })
-        .count();
-    frames.frames.drain(..sampler_frames);
-}
-
-fn is_sampler_symbol(name: &str) -> bool {
-    const PREFIXES: [&str; 9] = [
-        "backtrace::",
-        "<backtrace::",
-        "pprof::",
-        "<pprof::",
-        "_Unwind_",
-        "uw_",
-        "core::ops::function::",
-        "<&mut F as core::ops::function::",
-        "<&F as core::ops::function::",
-    ];
-    PREFIXES.iter().any(|prefix| name.starts_with(prefix)) || name.contains("perf_signal_handler")
-}
-
-impl Drop for ActiveProfile {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        RUNNING.store(false, Ordering::Release);
+    /// Like [`ActiveProfile::finish`], with `detail` choosing between
+    /// in-process names and addresses for offline symbolization.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for symbolizers that can fail.
+    pub(crate) fn finish_with(self, detail: Detail) -> Result<FinishedProfile, ProfileError> {
+        let duration = self.started.elapsed();
+        // Stop before symbolizing, so that work does not show up in the
+        // profile it produces.
+        let samples = self.sampler.stop();
+        if samples.dropped() > 0 {
+            tracing::warn!(
+                dropped = samples.dropped(),
+                kept = BUFFER_SLOTS,
+                "profile truncated: the sample buffer filled after {} s of CPU time; later samples are missing",
+                BUFFER_SLOTS / FREQUENCY_HZ as usize
+            );
+        }
+        let resident_before = resident_kib();
+        let profile = symbols::profile(
+            samples.stacks(),
+            symbols::Timing {
+                started: self.started_at,
+                duration,
+                hz: FREQUENCY_HZ,
+            },
+            detail,
+        );
+        drop(samples);
+        // backtrace-rs keeps what it parsed to name addresses. Kept, later
+        // profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with
+        // line tables); but it grows with the binary's debug info. So keep
+        // it only while it is small: if symbolizing grew RSS by more than
+        // SYMBOL_CACHE_LIMIT_KIB, give it back (docs/performance.md, P3/P4).
+        if let (Some(before), Some(after)) = (resident_before, resident_kib())
+            && after.saturating_sub(before) > SYMBOL_CACHE_LIMIT_KIB
+        {
+            backtrace::clear_symbol_cache();
+        }
+        Ok(FinishedProfile { profile, duration })
     }
 }
 
@@ -154,23 +169,123 @@ impl Drop for ActiveProfile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sampler_frames_are_recognised_and_user_frames_are_not() {
-        for sampler in [
-            "backtrace::backtrace::trace_unsynchronized",
-            "<pprof::backtrace::backtrace_rs::Trace as pprof::backtrace::Trace>::trace",
-            "pprof::profiler::perf_signal_handler::{{closure}}",
-            "_Unwind_Backtrace",
-            "core::ops::function::impls::<impl core::ops::function::FnMut<A> for &mut F>::call_mut",
-        ] {
-            assert!(is_sampler_symbol(sampler), "{sampler}");
+    /// Tests in this module share the process-wide sampler; run them one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[inline(never)]
+    fn spin_in_named_leaf(duration: std::time::Duration) -> u64 {
+        let start = Instant::now();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while start.elapsed() < duration {
+            for _ in 0..1_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            x = std::hint::black_box(x);
         }
-        for user in [
-            "fixture_function::fixture_hot_loop",
-            "tokio::runtime::task::raw::poll",
-            "main",
-        ] {
-            assert!(!is_sampler_symbol(user), "{user}");
+        x
+    }
+
+    /// Each sample's function names, leaf first (inlined functions included),
+    /// and its count.
+    fn stacks(profile: &Profile) -> Vec<(Vec<String>, i64)> {
+        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+        let names_at = |id: u64| -> Vec<String> {
+            let loc = profile.location.iter().find(|l| l.id == id).unwrap();
+            loc.line
+                .iter()
+                .map(|line| {
+                    let f = profile.function.iter().find(|f| f.id == line.function_id);
+                    text(f.unwrap().name)
+                })
+                .collect()
+        };
+        profile
+            .sample
+            .iter()
+            .map(|s| {
+                let names = s.location_id.iter().flat_map(|id| names_at(*id)).collect();
+                (names, s.value[0])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_busy_named_function_is_at_the_leaf_of_most_samples() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let profile = ActiveProfile::start().unwrap();
+        spin_in_named_leaf(std::time::Duration::from_millis(300));
+        let finished = profile.finish().unwrap().profile;
+        let stacks = stacks(&finished);
+        let total: i64 = stacks.iter().map(|(_, n)| n).sum();
+        // In unoptimised builds the range iterator it calls is a real frame,
+        // so the named function is the leaf or within a few frames of it.
+        let near_leaf: i64 = stacks
+            .iter()
+            .filter(|(names, _)| {
+                names
+                    .iter()
+                    .take(4)
+                    .any(|n| n.ends_with("spin_in_named_leaf"))
+            })
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            total >= 10,
+            "300 ms at 99 Hz is about 30 samples: {stacks:?}"
+        );
+        assert!(near_leaf * 2 > total, "{stacks:?}");
+        for (names, _) in &stacks {
+            let leaf = names.first().map_or("", String::as_str);
+            assert!(
+                !leaf.contains("on_sigprof")
+                    && !leaf.contains("backtrace")
+                    && !leaf.contains("_Unwind")
+                    && !leaf.contains("restore_rt"),
+                "a sampler frame is a leaf: {names:?}"
+            );
+        }
+        let on_stacks = stacks.iter().any(|(names, _)| {
+            names
+                .iter()
+                .any(|n| n.contains("a_busy_named_function_is_at_the_leaf_of_most_samples"))
+        });
+        assert!(on_stacks, "the test function is on the stacks: {stacks:?}");
+    }
+
+    #[test]
+    fn start_while_running_is_busy_and_drop_stops_the_timer() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = ActiveProfile::start().unwrap();
+        assert!(signal::timer_armed());
+        assert!(matches!(ActiveProfile::start(), Err(ProfileError::Busy)));
+        drop(first);
+        assert!(
+            !signal::timer_armed(),
+            "dropping the profile disarms ITIMER_PROF"
+        );
+        let again = ActiveProfile::start().unwrap();
+        drop(again);
+        assert!(!signal::timer_armed());
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_samples() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sampler = signal::start(FREQUENCY_HZ, 2).unwrap();
+        spin_in_named_leaf(std::time::Duration::from_millis(200));
+        let samples = sampler.stop();
+        assert_eq!(samples.stacks().count(), 2);
+        assert!(samples.dropped() >= 5, "{}", samples.dropped());
+        for stack in samples.stacks() {
+            assert!(!stack.is_empty() && stack.len() <= signal::MAX_FRAMES);
         }
     }
 }

@@ -11,6 +11,9 @@ use std::fmt;
 /// Length of `1-` + 8 hex + `-` + 24 hex.
 const ROOT_LEN: usize = 35;
 
+/// The root's shape: `x` is a hex digit, anything else is itself.
+const TEMPLATE: &[u8; ROOT_LEN] = b"1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx";
+
 /// A validated X-Ray root trace ID, `1-<8 hex digits>-<24 hex digits>`.
 ///
 /// Stored inline so that reading it costs no allocation on the unsampled path.
@@ -44,26 +47,54 @@ impl TraceRoot {
     /// Fields may come in any order and surrounding whitespace is ignored. If
     /// `Root=` appears more than once the first one decides, as in the X-Ray SDKs.
     pub(crate) fn from_header(header: &str) -> Result<TraceRoot, TraceError> {
+        // Bytes and ASCII whitespace, not `str::split`/`trim`: this runs on
+        // every invocation, and the char-pattern searchers were most of the
+        // unsampled path's cost (perf, P1 in docs/performance.md). A root is
+        // ASCII, so nothing a Unicode-aware trim would accept can validate.
+        let header = header.as_bytes();
+        // Lambda and the X-Ray SDKs put `Root=` first: take it without
+        // scanning the other fields (the same result the general path gives).
+        // A well-formed root is exactly ROOT_LEN bytes, so look at the byte
+        // after it instead of scanning for `;`; anything else (whitespace,
+        // junk) takes the general path.
+        if let Some(value) = header.strip_prefix(b"Root=")
+            && let Some((root, rest)) = value.split_at_checked(ROOT_LEN)
+            && (rest.is_empty() || rest.first() == Some(&b';'))
+        {
+            return TraceRoot::parse_bytes(root);
+        }
         let value = header
-            .split(';')
-            .filter_map(|field| field.trim().split_once('='))
-            .find(|(key, _)| key.trim() == "Root")
-            .map(|(_, value)| value.trim())
+            .split(|b| *b == b';')
+            .filter_map(|field| {
+                let mut parts = field.splitn(2, |b| *b == b'=');
+                Some((parts.next()?.trim_ascii(), parts.next()?.trim_ascii()))
+            })
+            .find(|(key, _)| *key == b"Root")
+            .map(|(_, value)| value)
             .ok_or(TraceError::MissingRoot)?;
-        TraceRoot::parse(value)
+        TraceRoot::parse_bytes(value)
     }
 
     /// Validates a bare root such as `1-5759e988-bd862e3fe1be46a9942701F0`.
+    #[cfg(test)]
     pub(crate) fn parse(value: &str) -> Result<TraceRoot, TraceError> {
-        let bytes: [u8; ROOT_LEN] = value
-            .as_bytes()
-            .try_into()
-            .map_err(|_| TraceError::MalformedRoot)?;
-        let well_formed = bytes.iter().enumerate().all(|(i, b)| match i {
-            0 => *b == b'1',
-            1 | 10 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
+        TraceRoot::parse_bytes(value.as_bytes())
+    }
+
+    fn parse_bytes(value: &[u8]) -> Result<TraceRoot, TraceError> {
+        let bytes: [u8; ROOT_LEN] = value.try_into().map_err(|_| TraceError::MalformedRoot)?;
+        // Every byte is checked against the template without early exit
+        // (`fold` with `&`, not `all`): branch-free, so the compiler
+        // vectorizes it; this runs on every invocation.
+        let well_formed = bytes
+            .iter()
+            .zip(TEMPLATE.iter())
+            .fold(true, |ok, (b, expected)| {
+                ok & match expected {
+                    b'x' => b.is_ascii_hexdigit(),
+                    other => b == other,
+                }
+            });
         if well_formed {
             Ok(TraceRoot(bytes))
         } else {
@@ -139,6 +170,34 @@ mod tests {
             "Lineage=a87bd80c:1|68fd508a:5;Parent=53995c3f42cd8ad8; Root={ROOT} ;Sampled=0"
         );
         assert_eq!(TraceRoot::from_header(&header).unwrap().as_str(), ROOT);
+    }
+
+    #[test]
+    fn leading_root_fast_path_agrees_with_the_general_parse() {
+        for header in [
+            format!("Root={ROOT}"),
+            format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1"),
+            format!("Root={ROOT} ;Sampled=1"),
+            format!("Root= {ROOT};Sampled=1"),
+            format!("Root={ROOT}\t"),
+        ] {
+            assert_eq!(
+                TraceRoot::from_header(&header).unwrap().as_str(),
+                ROOT,
+                "{header:?}"
+            );
+        }
+        for header in [
+            format!("Root={ROOT}0"),
+            format!("Root={ROOT}0;Sampled=1"),
+            format!("Root={}", &ROOT[..34]),
+        ] {
+            assert_eq!(
+                TraceRoot::from_header(&header),
+                Err(TraceError::MalformedRoot),
+                "{header:?}"
+            );
+        }
     }
 
     #[test]

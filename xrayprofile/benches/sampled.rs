@@ -1,0 +1,97 @@
+//! P3 and P4: what one sampled invocation adds, for the first sampled
+//! invocation of the process and the following nine; then the profile sizes.
+//!
+//! `cargo bench -p xrayprofile --bench sampled`
+//!
+//! Each invocation: VmHWM is reset to the current RSS (`5` written to
+//! `/proc/self/clear_refs`), VmRSS is read as the baseline, the profiler
+//! starts, a 200 ms CPU-bound body runs, then the profile is stopped,
+//! symbolized, encoded and gzipped. P3 is VmHWM − baseline; P4 is the time
+//! from the body's return to the gzipped bytes. The same body unprofiled is
+//! the baseline row.
+#![allow(clippy::print_stdout, missing_docs, unsafe_code)]
+
+mod support;
+use support as workload;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use xrayprofile::__private::bench::Profiling;
+
+struct Row {
+    peak_kib: i64,
+    after_kib: i64,
+    ready: Duration,
+    gz_bytes: usize,
+    samples: i64,
+}
+
+fn sampled(chunks: u64) -> Row {
+    workload::reset_peak();
+    let base = workload::status_kib("VmRSS");
+    let profile = Profiling::start().unwrap();
+    black_box(workload::work_handler(chunks));
+    let returned = Instant::now();
+    let encoded = profile.finish().unwrap();
+    let ready = returned.elapsed();
+    let peak = workload::status_kib("VmHWM");
+    let after = workload::status_kib("VmRSS");
+    Row {
+        peak_kib: peak as i64 - base as i64,
+        after_kib: after as i64 - base as i64,
+        ready,
+        gz_bytes: encoded.gzipped.len(),
+        samples: encoded.samples,
+    }
+}
+
+fn unprofiled(chunks: u64) -> i64 {
+    workload::reset_peak();
+    let base = workload::status_kib("VmRSS");
+    black_box(workload::work_handler(chunks));
+    workload::status_kib("VmHWM") as i64 - base as i64
+}
+
+fn main() {
+    let chunks = workload::calibrate(Duration::from_millis(200));
+    let start_rss = workload::status_kib("VmRSS");
+    let unprofiled_peak = unprofiled(chunks);
+    let rows: Vec<Row> = (0..10).map(|_| sampled(chunks)).collect();
+    let end_rss = workload::status_kib("VmRSS");
+    println!(
+        "P3/P4 one sampled invocation, 200 ms CPU-bound body (process RSS before: {:.1} MiB)",
+        start_rss as f64 / 1024.0
+    );
+    println!(
+        "  unprofiled body:          peak +{:.2} MiB",
+        unprofiled_peak as f64 / 1024.0
+    );
+    for (i, row) in rows.iter().enumerate() {
+        println!(
+            "  sampled invocation {:2}:    peak +{:.2} MiB, after +{:.2} MiB, return->gzip {:6.2} ms, {} samples, {} bytes gz",
+            i + 1,
+            row.peak_kib as f64 / 1024.0,
+            row.after_kib as f64 / 1024.0,
+            row.ready.as_secs_f64() * 1e3,
+            row.samples,
+            row.gz_bytes
+        );
+    }
+    println!(
+        "  process RSS after 10 sampled invocations: +{:.2} MiB over the start",
+        (end_rss as i64 - start_rss as i64) as f64 / 1024.0
+    );
+    let long = {
+        let profile = Profiling::start().unwrap();
+        black_box(workload::work_handler(chunks * 10));
+        profile.finish().unwrap()
+    };
+    println!(
+        "Profile size: 200 ms body: {} bytes gz ({} samples); 2 s body: {} bytes gz ({} samples)",
+        rows[rows.len() - 1].gz_bytes,
+        rows[rows.len() - 1].samples,
+        long.gzipped.len(),
+        long.samples
+    );
+}
