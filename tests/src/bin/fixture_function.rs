@@ -45,22 +45,11 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     )
 }
 
-/// Burns `duration` of this thread's CPU time (not wall time: on a loaded
-/// machine the profile still gets its ~99 samples per CPU second); its name
-/// is what the tests look for in profiles.
+/// Burns `duration` of this thread's CPU time; its name is what the tests
+/// look for in profiles.
 #[inline(never)]
 fn fixture_hot_loop(duration: std::time::Duration) -> u64 {
-    let start = cpu_time::ThreadTime::now();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while start.elapsed() < duration {
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-        }
-        x = std::hint::black_box(x);
-    }
-    x | 1
+    xrayprofile_tests::burn_cpu(duration)
 }
 
 /// Work that is hard on an unwinder running in a signal handler: heavy

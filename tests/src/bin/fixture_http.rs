@@ -23,17 +23,7 @@ async fn handler(req: Request) -> Result<impl IntoResponse, Error> {
 /// Burns `ms` of this thread's CPU time.
 #[inline(never)]
 fn http_hot(ms: u64) -> u64 {
-    let start = cpu_time::ThreadTime::now();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while start.elapsed() < std::time::Duration::from_millis(ms) {
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-        }
-        x = std::hint::black_box(x);
-    }
-    x | 1
+    xrayprofile_tests::burn_cpu(std::time::Duration::from_millis(ms))
 }
 
 #[tokio::main]
