@@ -196,6 +196,8 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
 
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/xrayprofile-demo");
     save(&s3, &stored, &out)?;
+    // Print `/repo/target/...`, not `/repo/examples/../target/...`.
+    let out = out.canonicalize().unwrap_or(out);
     if let Some(first) = profiled.first() {
         let profile = pprof_view::decode(&s3.object(BUCKET, &first.key).unwrap_or_default())?;
         println!(
