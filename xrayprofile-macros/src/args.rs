@@ -137,51 +137,47 @@ fn name_value(meta: Meta, diag: &mut Diag) -> Option<(Ident, Expr)> {
 }
 
 fn threshold(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
-    let int = match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(int), ..
-        }) => int,
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_),
-            expr,
-            ..
-        }) if matches!(
-            &**expr,
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(_),
-                ..
-            })
-        ) =>
-        {
-            diag.error(value, THRESHOLD_RANGE);
-            return None;
-        }
-        _ => {
-            diag.error(value, "`threshold` takes an integer literal; write `threshold = 655` (a `const` cannot be read by the attribute)");
-            return None;
-        }
-    };
-    if !matches!(int.suffix(), "" | "u16") {
-        diag.error(
-            int,
-            format!(
-                "`threshold` is a u16, not a `{}`; write it without the suffix",
-                int.suffix()
-            ),
-        );
-        return None;
-    }
-    match int.base10_parse::<u16>() {
-        Ok(v) => Some((v, int.span())),
-        Err(_) => {
-            diag.error(int, THRESHOLD_RANGE);
-            None
-        }
-    }
+    integer(
+        &IntegerArg {
+            name: "threshold",
+            ty: "u16",
+            example: "655",
+            range: THRESHOLD_RANGE,
+        },
+        value,
+        diag,
+    )
 }
 
 fn max_per_minute(value: &Expr, diag: &mut Diag) -> Option<(u32, Span)> {
-    const RANGE: &str = "`max_per_minute` must be 0..=4294967295 profiles per minute; 0 turns the cap off, 10 is the default";
+    integer(
+        &IntegerArg {
+            name: "max_per_minute",
+            ty: "u32",
+            example: "10",
+            range: "`max_per_minute` must be 0..=4294967295 profiles per minute; 0 turns the cap off, 10 is the default",
+        },
+        value,
+        diag,
+    )
+}
+
+/// How an integer argument is named in its errors.
+struct IntegerArg {
+    name: &'static str,
+    /// The Rust type it fits, and the only suffix accepted.
+    ty: &'static str,
+    example: &'static str,
+    /// The message for a value outside the type, negative ones included.
+    range: &'static str,
+}
+
+/// An integer literal that fits `T`, optionally suffixed with `arg.ty`.
+fn integer<T>(arg: &IntegerArg, value: &Expr, diag: &mut Diag) -> Option<(T, Span)>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     let int = match value {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
@@ -198,31 +194,34 @@ fn max_per_minute(value: &Expr, diag: &mut Diag) -> Option<(u32, Span)> {
             })
         ) =>
         {
-            diag.error(value, RANGE);
+            diag.error(value, arg.range);
             return None;
         }
         _ => {
+            let IntegerArg { name, example, .. } = arg;
             diag.error(
                 value,
-                "`max_per_minute` takes an integer literal; write `max_per_minute = 10`",
+                format!("`{name}` takes an integer literal; write `{name} = {example}` (a `const` cannot be read by the attribute)"),
             );
             return None;
         }
     };
-    if !matches!(int.suffix(), "" | "u32") {
+    if !(int.suffix().is_empty() || int.suffix() == arg.ty) {
         diag.error(
             int,
             format!(
-                "`max_per_minute` is a u32, not a `{}`; write it without the suffix",
+                "`{}` is a {}, not a `{}`; write it without the suffix",
+                arg.name,
+                arg.ty,
                 int.suffix()
             ),
         );
         return None;
     }
-    match int.base10_parse::<u32>() {
+    match int.base10_parse::<T>() {
         Ok(v) => Some((v, int.span())),
         Err(_) => {
-            diag.error(int, RANGE);
+            diag.error(int, arg.range);
             None
         }
     }
