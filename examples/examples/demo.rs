@@ -77,11 +77,7 @@ fn sign_receipt(total: u64, request_id: &str) -> String {
 }
 
 async fn run_function() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    xrayprofile_tests::function::init_logging();
     lambda_runtime::run(service_fn(handler)).await
 }
 

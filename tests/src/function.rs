@@ -184,3 +184,13 @@ impl Function {
         let _ = self.child.kill().await;
     }
 }
+
+/// Logging for a function process: `tracing` events to stderr, filtered by
+/// `RUST_LOG`, without colours (the tests read the lines).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}

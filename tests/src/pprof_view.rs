@@ -125,3 +125,39 @@ pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
     rows.truncate(n);
     rows
 }
+
+/// Whether `go` is on PATH. Where `XRAYPROFILE_REQUIRE_GO` is set (CI, by
+/// `.ci/run`) a missing `go` fails the calling test instead, so the tests
+/// that use it cannot pass there by skipping.
+///
+/// # Panics
+/// If `XRAYPROFILE_REQUIRE_GO` is set and `go` is not on PATH.
+pub fn go_available() -> bool {
+    let available = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        available || std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
+        "XRAYPROFILE_REQUIRE_GO is set but `go` is not on PATH"
+    );
+    available
+}
+
+/// Runs `go tool pprof <args>` and returns its standard output.
+///
+/// # Panics
+/// If the command cannot run or fails; the panic shows its stderr.
+pub fn go_tool_pprof(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run go: {e}"));
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

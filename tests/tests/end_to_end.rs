@@ -441,15 +441,7 @@ async fn output_dir_writes_the_same_file_locally() {
 #[allow(clippy::print_stderr)] // tells the person running the tests why it skipped
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_tool_pprof_opens_the_uploaded_profile() {
-    let go_available = std::process::Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !go_available {
-        assert!(
-            std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
-            "XRAYPROFILE_REQUIRE_GO is set but `go` is not on PATH"
-        );
+    if !pprof_view::go_available() {
         eprintln!("skipped: `go` is not installed; .ci/run installs it");
         return;
     }
@@ -469,19 +461,7 @@ async fn go_tool_pprof_opens_the_uploaded_profile() {
     let file = dir.path().join("profile.pprof");
     std::fs::write(&file, setup.s3.object(BUCKET, &key).unwrap()).unwrap();
 
-    let run = |flag: &str| {
-        let out = std::process::Command::new("go")
-            .args(["tool", "pprof", flag])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "go tool pprof {flag} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |flag: &str| pprof_view::go_tool_pprof(&[flag.as_ref(), file.as_os_str()]);
     let top = run("-top");
     assert!(top.contains("Type: cpu"), "{top}");
     assert!(top.contains("fixture_hot_loop"), "{top}");

@@ -66,29 +66,10 @@ async fn address_profiles_are_symbolized_offline_from_the_binary() {
         "addresses fall inside the main program's mapping"
     );
 
-    let go_available = std::process::Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !go_available {
-        assert!(
-            std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
-            "XRAYPROFILE_REQUIRE_GO is set but `go` is not on PATH"
-        );
+    if !pprof_view::go_available() {
         eprintln!("skipped the go tool pprof half: `go` is not installed; .ci/run installs it");
         return;
     }
-    let out = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(binary)
-        .arg(&file)
-        .output()
-        .unwrap();
-    let top = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let top = pprof_view::go_tool_pprof(&["-top".as_ref(), binary.as_os_str(), file.as_os_str()]);
     assert!(top.contains("fixture_hot_loop"), "{top}");
 }

@@ -92,11 +92,7 @@ async fn fixture_stress() -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    xrayprofile_tests::function::init_logging();
     // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point.
     if std::env::var("FIXTURE_ENTRY").as_deref() == Ok("xrayprofile") {
         xrayprofile::run(service_fn(handler)).await

@@ -28,10 +28,6 @@ fn http_hot(ms: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    xrayprofile_tests::function::init_logging();
     lambda_http::run(service_fn(handler)).await
 }

@@ -100,10 +100,6 @@ async fn dispatch(event: LambdaEvent<Value>) -> Result<Value, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    xrayprofile_tests::function::init_logging();
     lambda_runtime::run(service_fn(dispatch)).await
 }
