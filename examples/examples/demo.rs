@@ -5,8 +5,9 @@
 //!    `lambda_runtime` handler annotated with `#[xrayprofile(threshold = 6553)]`
 //!    (about 10 % of traces), uploading with the real `aws-sdk-s3`;
 //! 3. invokes it 200 times with generated X-Ray trace IDs;
-//! 4. prints which invocations were profiled, their S3 keys, and the top
-//!    functions of the profiles, and saves them under `target/xrayprofile-demo/`.
+//! 4. prints which invocations were profiled, their S3 keys, and where their
+//!    time went (wall-clock: the await on a simulated database call and the
+//!    CPU work), and saves them under `target/xrayprofile-demo/`.
 //!
 //! Run it with `cargo run --example demo`.
 
@@ -28,7 +29,8 @@ const BUCKET: &str = "demo-profiles";
 
 // ---------------------------------------------------------------- the function
 
-/// Prices an order: parse, price each line, sign the receipt.
+/// Prices an order: load the customer's discount, parse, price each line,
+/// sign the receipt.
 #[xrayprofile(threshold = 6553, bucket = "demo-profiles", prefix = "demo")]
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let lines = event
@@ -36,10 +38,19 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
         .get("lines")
         .and_then(Value::as_u64)
         .unwrap_or(1);
+    let discount = load_discount(lines).await;
     let order = parse_order(lines);
-    let total = price_order(&order);
+    let total = price_order(&order) * (100 - discount) / 100;
     let receipt = sign_receipt(total, &event.context.request_id);
     Ok(json!({ "total_cents": total, "receipt": receipt }))
+}
+
+/// Stands in for a database round trip: the function waits, using no CPU.
+/// A CPU profile would not show it; the wall-clock profile does.
+#[inline(never)]
+async fn load_discount(lines: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    lines % 10
 }
 
 #[inline(never)]
@@ -104,6 +115,7 @@ struct Profiled {
     request_id: String,
     key: String,
     bytes: usize,
+    wall_ms: f64,
     samples: i64,
 }
 
@@ -157,13 +169,17 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         if sample_key <= 6553 {
             let key = format!("demo/{root}/{request_id}.pprof");
             let body = s3.object(BUCKET, &key).unwrap_or_default();
-            let samples = pprof_view::decode(&body)
-                .map(|p| pprof_view::total_samples(&p))
-                .unwrap_or(-1);
+            let (wall_ms, samples) = pprof_view::decode(&body).map_or((-1.0, -1), |p| {
+                (
+                    ms(pprof_view::total(&p, "wall")),
+                    pprof_view::total_samples(&p),
+                )
+            });
             profiled.push(Profiled {
                 request_id,
                 key,
                 bytes: body.len(),
+                wall_ms,
                 samples,
             });
         }
@@ -174,13 +190,13 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         profiled.len()
     );
     println!(
-        "  {:<38} {:>7} {:>6}  key",
-        "request id", "samples", "bytes"
+        "  {:<38} {:>7} {:>11} {:>6}  key",
+        "request id", "wall ms", "cpu samples", "bytes"
     );
     for p in &profiled {
         println!(
-            "  {:<38} {:>7} {:>6}  s3://{BUCKET}/{}",
-            p.request_id, p.samples, p.bytes, p.key
+            "  {:<38} {:>7.1} {:>11} {:>6}  s3://{BUCKET}/{}",
+            p.request_id, p.wall_ms, p.samples, p.bytes, p.key
         );
     }
     let stored = s3.keys(BUCKET);
@@ -197,8 +213,8 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(first) = profiled.first() {
         let profile = pprof_view::decode(&s3.object(BUCKET, &first.key).unwrap_or_default())?;
         println!(
-            "\none profile, {} ({} samples at 99 Hz), carries its invocation:",
-            first.key, first.samples
+            "\none profile, {} ({:.1} ms of wall time, {} CPU samples at 99 Hz), carries its invocation:",
+            first.key, first.wall_ms, first.samples
         );
         for comment in pprof_view::comments(&profile) {
             println!("  # {comment}");
@@ -210,12 +226,12 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
     }
     let merged = merged_top(&s3, &stored)?;
     println!(
-        "\nall {} profiles together, functions with samples of their own (as `pprof -top`):",
+        "\nall {} profiles together, wall time of each function's own (flat) and under it (cum), as `pprof -top`:",
         stored.len()
     );
-    println!("  {:>6} {:>6}  function", "flat", "cum");
+    println!("  {:>8} {:>8}  function", "flat ms", "cum ms");
     for row in merged.iter().filter(|r| r.flat > 0).take(8) {
-        println!("  {:>6} {:>6}  {}", row.flat, row.cum, row.name);
+        println!("  {:>8.1} {:>8.1}  {}", ms(row.flat), ms(row.cum), row.name);
     }
     let mut ours: Vec<_> = merged
         .iter()
@@ -223,10 +239,10 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     ours.sort_by_key(|r| std::cmp::Reverse(r.cum));
     println!(
-        "\nthe handler's own functions, by samples under them (as `pprof -top -cum -focus demo::`):"
+        "\nthe handler's own functions, by wall time under them (as `pprof -top -cum -focus demo::`):"
     );
     for row in ours {
-        println!("  {:>6} {:>6}  {}", row.flat, row.cum, row.name);
+        println!("  {:>8.1} {:>8.1}  {}", ms(row.flat), ms(row.cum), row.name);
     }
 
     let written = function.logs_containing("profile written").len();
@@ -248,6 +264,10 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the demo did not end as expected; see above".into());
     }
     Ok(())
+}
+
+fn ms(nanoseconds: i64) -> f64 {
+    nanoseconds as f64 / 1e6
 }
 
 /// Sums the per-function rows of every stored profile.

@@ -61,9 +61,38 @@ pub fn sample_labels(profile: &Profile) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
-/// Total samples (the first value of every sample).
+/// The position of the sample type named `ty` (`wall`, `cpu`, `samples`).
+pub fn value_index(profile: &Profile, ty: &str) -> Option<usize> {
+    profile
+        .sample_type
+        .iter()
+        .position(|t| text(profile, t.ty) == ty)
+}
+
+/// The sample type `go tool pprof` shows by default: `default_sample_type`
+/// when set, else the first (our CPU profiles' first is `samples`).
+pub fn default_index(profile: &Profile) -> usize {
+    let default = text(profile, profile.default_sample_type);
+    value_index(profile, default)
+        .filter(|_| !default.is_empty())
+        .unwrap_or(0)
+}
+
+/// The sum of the values of type `ty` over all samples; 0 if there is none.
+pub fn total(profile: &Profile, ty: &str) -> i64 {
+    value_index(profile, ty).map_or(0, |i| {
+        profile.sample.iter().filter_map(|s| s.value.get(i)).sum()
+    })
+}
+
+/// CPU samples: the `samples` values of a CPU profile, or the `cpu`
+/// nanoseconds of a wall-clock profile divided by the 99 Hz period.
 pub fn total_samples(profile: &Profile) -> i64 {
-    profile.sample.iter().filter_map(|s| s.value.first()).sum()
+    if value_index(profile, "samples").is_some() {
+        total(profile, "samples")
+    } else {
+        total(profile, "cpu") / (1_000_000_000 / 99)
+    }
 }
 
 /// One row of `pprof -top`.
@@ -77,9 +106,18 @@ pub struct TopRow {
     pub cum: i64,
 }
 
-/// The functions with the most samples of their own (flat), then cumulative,
-/// as `pprof -top` lists them.
+/// The functions with the most of the default value of their own (flat),
+/// then cumulative, as `pprof -top` lists them.
 pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
+    top_at(profile, default_index(profile), n)
+}
+
+/// [`top`] by the values of type `ty` (as `pprof -sample_index=ty -top`).
+pub fn top_by(profile: &Profile, ty: &str, n: usize) -> Vec<TopRow> {
+    value_index(profile, ty).map_or_else(Vec::new, |i| top_at(profile, i, n))
+}
+
+fn top_at(profile: &Profile, index: usize, n: usize) -> Vec<TopRow> {
     let location_fn: HashMap<u64, Vec<u64>> = profile
         .location
         .iter()
@@ -92,7 +130,7 @@ pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
         .collect();
     let mut rows: HashMap<&str, (i64, i64)> = HashMap::new();
     for sample in &profile.sample {
-        let count = sample.value.first().copied().unwrap_or(0);
+        let count = sample.value.get(index).copied().unwrap_or(0);
         let mut seen = Vec::new();
         for (depth, loc) in sample.location_id.iter().enumerate() {
             for function in location_fn.get(loc).into_iter().flatten() {

@@ -116,15 +116,19 @@ async fn sampled_invocation_uploads_one_profile_with_acl_owner_and_metadata() {
         names.iter().any(|n| n.contains("fixture_hot_loop")),
         "the handler's hot function is named: {names:?}"
     );
-    let top = pprof_view::top(&profile, 40);
-    let hot = top
-        .iter()
-        .find(|r| r.name.contains("fixture_hot_loop"))
-        .unwrap();
-    assert!(
-        hot.cum * 2 >= samples,
-        "most samples are in the hot loop: {top:?}"
-    );
+    // By CPU time and by wall time (the default view of a wall-clock
+    // profile, which is what this handler's default `mode` writes).
+    for ty in ["cpu", "wall"] {
+        let top = pprof_view::top_by(&profile, ty, 40);
+        let hot = top
+            .iter()
+            .find(|r| r.name.contains("fixture_hot_loop"))
+            .unwrap();
+        assert!(
+            hot.cum * 2 >= pprof_view::total(&profile, ty),
+            "most {ty} time is in the hot loop: {top:?}"
+        );
+    }
 
     let comments = pprof_view::comments(&profile);
     assert!(
@@ -291,7 +295,7 @@ async fn handler_error_is_profiled_and_returned_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panicking_handler_releases_the_profiler_for_the_next_invocation() {
+async fn panicking_handler_is_profiled_and_releases_the_profiler() {
     let mut setup = setup(|l| l).await;
     // Panics and normal invocations alternate, all sampled: after each
     // panic the profiler must be free again.
@@ -333,11 +337,14 @@ async fn panicking_handler_releases_the_profiler_for_the_next_invocation() {
             "the invocation after a panic is profiled normally"
         );
     }
-    assert_eq!(
-        setup.s3.keys(BUCKET).len(),
-        3,
-        "a panicked invocation has no result to profile; the others all do"
-    );
+    // The panicked invocations are profiled too, up to the panic, and say so.
+    let puts = setup.s3.puts();
+    assert_eq!(puts.len(), 6, "every sampled invocation, panicked or not");
+    let panicked = puts
+        .iter()
+        .filter(|p| p.header("x-amz-meta-outcome") == Some("panic"))
+        .count();
+    assert_eq!(panicked, 3);
     assert!(
         setup
             .function
@@ -461,11 +468,20 @@ async fn go_tool_pprof_opens_the_uploaded_profile() {
     let file = dir.path().join("profile.pprof");
     std::fs::write(&file, setup.s3.object(BUCKET, &key).unwrap()).unwrap();
 
-    let run = |flag: &str| pprof_view::go_tool_pprof(&[flag.as_ref(), file.as_os_str()]);
-    let top = run("-top");
-    assert!(top.contains("Type: cpu"), "{top}");
+    let run = |flags: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = flags.iter().map(|f| f.as_ref()).collect();
+        args.push(file.as_os_str());
+        pprof_view::go_tool_pprof(&args)
+    };
+    // The default view is wall time; `-sample_index=cpu` is the CPU view.
+    let top = run(&["-top"]);
+    assert!(top.contains("Type: wall"), "{top}");
     assert!(top.contains("fixture_hot_loop"), "{top}");
-    let comments = run("-comments");
+    assert!(top.contains("[invocation future]"), "{top}");
+    let cpu = run(&["-sample_index=cpu", "-top"]);
+    assert!(cpu.contains("Type: cpu"), "{cpu}");
+    assert!(cpu.contains("fixture_hot_loop"), "{cpu}");
+    let comments = run(&["-comments"]);
     assert!(comments.contains(&format!("request_id={id}")), "{comments}");
     assert!(
         comments.contains(&format!("trace_id={}", trace_root(11, SAMPLED_KEY))),

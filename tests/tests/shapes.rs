@@ -36,15 +36,15 @@ fn assert_profiled(s3: &S3Server, key: &str, hot: &str) {
         .object(BUCKET, key)
         .unwrap_or_else(|| panic!("no object at {key}; have {:?}", s3.keys(BUCKET)));
     let profile = pprof_view::decode(&body).unwrap();
-    let samples = pprof_view::total_samples(&profile);
-    let top = pprof_view::top(&profile, usize::MAX);
+    let samples = pprof_view::total(&profile, "cpu");
+    let top = pprof_view::top_by(&profile, "cpu", usize::MAX);
     let row = top
         .iter()
         .find(|r| r.name.contains(hot))
         .unwrap_or_else(|| panic!("{hot} not in {top:?}"));
     assert!(
         row.cum * 2 >= samples,
-        "{hot} has {} of {samples} samples",
+        "{hot} has {} of {samples} ns of CPU",
         row.cum
     );
 }

@@ -3,7 +3,9 @@
 //! - `threshold = <u16 integer literal>` or `sample_rate = <float in (0, 1]>`;
 //! - `bucket = "<S3 bucket name>"`;
 //! - `prefix = "<key prefix>"`;
-//! - `max_per_minute = <u32 integer literal>` (`0` = no cap).
+//! - `max_per_minute = <u32 integer literal>` (`0` = no cap);
+//! - `mode = "wall"` (the default: wall-clock and CPU time) or `mode = "cpu"`;
+//! - `symbolize = <bool literal>` (`false`: address-level profiles).
 //!
 //! Every value is checked here, at compile time, and every problem is reported
 //! at the token that caused it.
@@ -17,15 +19,16 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitFloat, LitInt, LitStr, Meta, 
 use crate::diag::Diag;
 
 /// Every argument name, in the order the documentation lists them.
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 7] = [
     "threshold",
     "sample_rate",
     "bucket",
     "prefix",
     "max_per_minute",
+    "mode",
+    "symbolize",
 ];
-const EXPECTED: &str =
-    "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`, `max_per_minute`";
+const EXPECTED: &str = "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`, `max_per_minute`, `mode`, `symbolize`";
 const THRESHOLD_RANGE: &str = "`threshold` must be 0..=65535 (it is compared with the trace ID's last 4 hex digits); 655 profiles about 1 % of invocations";
 const SAMPLE_RATE_RANGE: &str = "`sample_rate` must be greater than 0.0 and at most 1.0; 0.01 profiles about 1 % of invocations";
 
@@ -37,6 +40,15 @@ pub(crate) struct Args {
     pub(crate) bucket: Option<LitStr>,
     pub(crate) prefix: Option<LitStr>,
     pub(crate) max_per_minute: Option<(u32, Span)>,
+    pub(crate) mode: Option<(Mode, Span)>,
+    pub(crate) symbolize: Option<(bool, Span)>,
+}
+
+/// What `mode` selects.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode {
+    Wall,
+    Cpu,
 }
 
 /// The raw `name = value` list, before any argument is interpreted.
@@ -81,6 +93,10 @@ impl Args {
                 });
             } else if ident == "max_per_minute" {
                 args.max_per_minute = max_per_minute(&value, diag);
+            } else if ident == "mode" {
+                args.mode = mode(&value, diag);
+            } else if ident == "symbolize" {
+                args.symbolize = boolean(&ident, &value, diag);
             } else if ident == "prefix" {
                 args.prefix = string(&ident, &value, diag).filter(|lit| {
                     check(
@@ -277,6 +293,42 @@ fn parse_int_as_rate(int: &LitInt) -> Result<f64, String> {
     match int.base10_parse::<u8>() {
         Ok(v @ (0 | 1)) if int.suffix().is_empty() => Ok(f64::from(v)),
         _ => Err(SAMPLE_RATE_RANGE.to_owned()),
+    }
+}
+
+fn mode(value: &Expr, diag: &mut Diag) -> Option<(Mode, Span)> {
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = value
+    else {
+        diag.error(
+            value,
+            "`mode` takes a string literal; write `mode = \"wall\"` or `mode = \"cpu\"`",
+        );
+        return None;
+    };
+    match lit.value().as_str() {
+        "wall" => Some((Mode::Wall, lit.span())),
+        "cpu" => Some((Mode::Cpu, lit.span())),
+        other => {
+            diag.error(
+                lit,
+                format!("unknown mode {other:?}; write `mode = \"wall\"` (where the time went, awaits included; the default) or `mode = \"cpu\"` (CPU time only)"),
+            );
+            None
+        }
+    }
+}
+
+fn boolean(name: &Ident, value: &Expr, diag: &mut Diag) -> Option<(bool, Span)> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Some((b.value, b.span)),
+        _ => {
+            diag.error(value, format!("`{name}` takes `true` or `false`; `{name} = false` writes addresses for offline symbolization of stripped binaries"));
+            None
+        }
     }
 }
 

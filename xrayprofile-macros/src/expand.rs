@@ -7,7 +7,7 @@ use quote::{quote, quote_spanned};
 use syn::visit_mut::VisitMut;
 use syn::{AttrStyle, ItemFn, ReturnType, Type};
 
-use crate::args::{Args, RawArgs};
+use crate::args::{Args, Mode, RawArgs};
 use crate::diag::Diag;
 use crate::handler::Handler;
 
@@ -63,7 +63,7 @@ fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
 /// Output:
 /// ```text
 /// async fn handler(event: LambdaEvent<T>) -> Result<R, E> {
-///     static SITE: Site = Site::new(Some(655), None, None, None);
+///     static SITE: Site = Site::new(Some(655), None, None, None, None, None);
 ///     let wrapper = Wrapper::begin(&SITE, &event);
 ///     wrapper.run(async move {
 ///         let <destructuring patterns> = <hidden args>;   // only if any
@@ -101,6 +101,11 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         args.max_per_minute
             .map(|(v, span)| quote_spanned!(span=> #v)),
     );
+    let mode = option(args.mode.map(|(mode, span)| match mode {
+        Mode::Wall => quote_spanned!(span=> #private::Mode::Wall),
+        Mode::Cpu => quote_spanned!(span=> #private::Mode::Cpu),
+    }));
+    let symbolize = option(args.symbolize.map(|(v, span)| quote_spanned!(span=> #v)));
 
     let site = quote_spanned!(Span::mixed_site()=> __XRAYPROFILE_SITE);
     let wrapper = quote_spanned!(Span::mixed_site()=> __xrayprofile_wrapper);
@@ -128,7 +133,7 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #max_per_minute);
+            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #max_per_minute, #mode, #symbolize);
             let #wrapper = #begin;
             #run(#wrapper, async move {
                 #rebinds

@@ -42,8 +42,8 @@ impl Profiling {
             function_version: "$LATEST",
             outcome: "ok",
         };
-        let file =
-            pprof_file::encode(finished.profile, &identity).map_err(|err| err.to_string())?;
+        let file = pprof_file::encode(finished.profile, finished.samples, &identity)
+            .map_err(|err| err.to_string())?;
         Ok(Encoded {
             gzipped: file.gzipped,
             samples: file.samples,

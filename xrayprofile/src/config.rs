@@ -36,12 +36,14 @@ pub(crate) const ENV_MAX_PER_MINUTE: &str = "XRAYPROFILE_MAX_PER_MINUTE";
 /// Env var: `false` writes address-level profiles (mappings and build IDs,
 /// no names), symbolized later from the unstripped binary.
 pub(crate) const ENV_SYMBOLIZE: &str = "XRAYPROFILE_SYMBOLIZE";
+/// Env var: `wall` (wall-clock and CPU time in one profile) or `cpu`.
+pub(crate) const ENV_MODE: &str = "XRAYPROFILE_MODE";
 /// Set by Lambda; part of the default bucket name.
 pub(crate) const ENV_REGION: &str = "AWS_REGION";
 
 /// Every variable this module reads, for tests that set them all.
 #[cfg(test)]
-pub(crate) const ALL_VARS: [&str; 9] = [
+pub(crate) const ALL_VARS: [&str; 10] = [
     ENV_ENABLED,
     ENV_THRESHOLD,
     ENV_BUCKET,
@@ -50,6 +52,7 @@ pub(crate) const ALL_VARS: [&str; 9] = [
     ENV_FORCE_PATH_STYLE,
     ENV_MAX_PER_MINUTE,
     ENV_SYMBOLIZE,
+    ENV_MODE,
     ENV_REGION,
 ];
 
@@ -74,6 +77,30 @@ pub(crate) struct Defaults {
     pub(crate) prefix: Option<&'static str>,
     /// `0` = no cap.
     pub(crate) max_per_minute: Option<u32>,
+    pub(crate) mode: Option<Mode>,
+    /// `false`: addresses only, for offline symbolization.
+    pub(crate) symbolize: Option<bool>,
+}
+
+/// What a profile measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Where the invocation's time went, awaits included: sample types
+    /// `wall/nanoseconds` (the default view) and `cpu/nanoseconds`.
+    #[default]
+    Wall,
+    /// CPU time only, as sampled at 99 Hz.
+    Cpu,
+}
+
+impl Mode {
+    fn parse(value: &str) -> Option<Mode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "wall" => Some(Mode::Wall),
+            "cpu" => Some(Mode::Cpu),
+            _ => None,
+        }
+    }
 }
 
 /// The environment's overrides, parsed once per process.
@@ -88,7 +115,8 @@ pub(crate) struct Overrides {
     /// `0` = no cap.
     pub(crate) max_per_minute: Option<u32>,
     /// `false`: profiles carry addresses only, for offline symbolization.
-    pub(crate) symbolize: bool,
+    pub(crate) symbolize: Option<bool>,
+    pub(crate) mode: Option<Mode>,
     /// `AWS_REGION`, which Lambda always sets; part of the default bucket name.
     pub(crate) region: Option<String>,
 }
@@ -115,6 +143,7 @@ pub(crate) struct Settings<'a> {
     /// `None`: no cap.
     pub(crate) max_per_minute: Option<NonZeroU32>,
     pub(crate) symbolize: bool,
+    pub(crate) mode: Mode,
     pub(crate) region: Option<&'a str>,
 }
 
@@ -216,8 +245,13 @@ impl Overrides {
             "set it to `true` (names in the profile) or `false` (addresses, mappings and build IDs, for stripped binaries)",
             &keep(|v| parse_bool(v).is_some()),
         )
-        .and_then(|v| parse_bool(&v))
-        .unwrap_or(true);
+        .and_then(|v| parse_bool(&v));
+        let mode = read(
+            ENV_MODE,
+            "set it to `wall` (where the time went, awaits included; the default) or `cpu` (CPU time only)",
+            &keep(|v| Mode::parse(v).is_some()),
+        )
+        .and_then(|v| Mode::parse(&v));
         let region = read(
             ENV_REGION,
             "Lambda sets it to the function's region, such as `us-east-1`; without a valid region the default bucket name cannot be built, so set XRAYPROFILE_S3_BUCKET",
@@ -245,6 +279,7 @@ impl Overrides {
             force_path_style,
             max_per_minute,
             symbolize,
+            mode,
             region,
         };
         (overrides, problems)
@@ -267,7 +302,8 @@ impl Overrides {
             output_dir: self.output_dir.as_deref(),
             force_path_style: self.force_path_style,
             max_per_minute: NonZeroU32::new(max_per_minute),
-            symbolize: self.symbolize,
+            symbolize: self.symbolize.or(defaults.symbolize).unwrap_or(true),
+            mode: self.mode.or(defaults.mode).unwrap_or_default(),
             region: self.region.as_deref(),
         }
     }
@@ -376,7 +412,36 @@ mod tests {
         bucket: Some("attr-bucket"),
         prefix: Some("attr"),
         max_per_minute: Some(20),
+        mode: None,
+        symbolize: None,
     };
+
+    #[test]
+    fn mode_defaults_to_wall_the_attribute_then_env_choose() {
+        let (overrides, _) = env(&[]);
+        assert_eq!(overrides.settings(&ATTRIBUTE).mode, Mode::Wall);
+        let cpu = Defaults {
+            mode: Some(Mode::Cpu),
+            symbolize: Some(false),
+            ..ATTRIBUTE
+        };
+        let settings = overrides.settings(&cpu);
+        assert_eq!(settings.mode, Mode::Cpu);
+        assert!(!settings.symbolize, "the attribute asks for addresses");
+        let (overrides, problems) = env(&[(ENV_MODE, " Wall "), (ENV_SYMBOLIZE, "true")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let settings = overrides.settings(&cpu);
+        assert_eq!(settings.mode, Mode::Wall, "env beats the attribute");
+        assert!(settings.symbolize);
+        let (overrides, problems) = env(&[(ENV_MODE, "offcpu")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].fix.contains("`wall`"), "{problems:?}");
+        assert_eq!(
+            overrides.settings(&cpu).mode,
+            Mode::Cpu,
+            "bad value ignored"
+        );
+    }
 
     #[test]
     fn symbolize_defaults_on_and_false_asks_for_addresses() {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use lambda_runtime::{Context, LambdaEvent};
 
-use crate::config::{self, Defaults, Overrides, Settings};
+use crate::config::{self, Defaults, Mode, Overrides, Settings};
 use crate::deferred;
 use crate::limit;
 use crate::pprof_file::{self, Identity};
@@ -16,6 +16,7 @@ use crate::profiler::{ActiveProfile, Detail, ProfileError};
 use crate::sampling::{self, Decision};
 use crate::trace::{self, TraceRoot};
 use crate::upload::{self, Destination, ObjectKey, RequestId, UploadJob};
+use crate::wall::{Observed, Recorder, Recording};
 
 /// A handler argument that carries the Lambda invocation: its request ID,
 /// deadline, function ARN and X-Ray trace header.
@@ -103,12 +104,15 @@ pub struct Site {
 
 impl Site {
     /// The attribute's values; `None` where it was silent. A `max_per_minute`
-    /// of `Some(0)` removes the cap.
+    /// of `Some(0)` removes the cap; `symbolize` of `Some(false)` asks for
+    /// address-level profiles.
     pub const fn new(
         threshold: Option<u16>,
         bucket: Option<&'static str>,
         prefix: Option<&'static str>,
         max_per_minute: Option<u32>,
+        mode: Option<Mode>,
+        symbolize: Option<bool>,
     ) -> Site {
         Site {
             defaults: Defaults {
@@ -116,6 +120,8 @@ impl Site {
                 bucket,
                 prefix,
                 max_per_minute,
+                mode,
+                symbolize,
             },
         }
     }
@@ -141,6 +147,7 @@ struct Plan {
     deadline: Option<SystemTime>,
     destination: Destination<'static>,
     detail: Detail,
+    mode: Mode,
 }
 
 impl Wrapper {
@@ -181,9 +188,17 @@ impl Wrapper {
                 return body.await;
             }
         };
-        let output = body.await;
-        let outcome = if output.is_error() { "error" } else { "ok" };
-        if let Some(job) = plan.finish(profile, outcome) {
+        let mut recorder = (plan.mode == Mode::Wall).then(Recorder::default);
+        // A panic in the body is caught here and resumed below, after its
+        // profile (outcome `panic`) has been handed over.
+        let output = Observed::new(body, recorder.as_mut()).await;
+        let outcome = match &output {
+            Ok(output) if output.is_error() => "error",
+            Ok(_) => "ok",
+            Err(_) => "panic",
+        };
+        let recording = recorder.map(Recorder::finish);
+        if let Some(job) = plan.finish(profile, recording.as_ref(), outcome) {
             // Under `xrayprofile::run` the upload waits for the response to
             // go out; otherwise it runs here, before the response. Boxed: the
             // upload's future (aws-sdk-s3's PutObject) is ~12 KiB, and inline
@@ -193,7 +208,10 @@ impl Wrapper {
                 Box::pin(job.run()).await;
             }
         }
-        output
+        match output {
+            Ok(output) => output,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
@@ -246,6 +264,7 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         } else {
             Detail::Addresses
         },
+        mode: settings.mode,
     })
 }
 
@@ -288,7 +307,12 @@ fn destination(ctx: &Context, settings: &Settings<'static>) -> Option<Destinatio
 impl Plan {
     /// Stops the profile and turns it into an upload job; `None` (logged)
     /// when there is nothing worth uploading.
-    fn finish(self, profile: ActiveProfile, outcome: &'static str) -> Option<UploadJob> {
+    fn finish(
+        self,
+        profile: ActiveProfile,
+        recording: Option<&Recording>,
+        outcome: &'static str,
+    ) -> Option<UploadJob> {
         // Building the profile (symbolizing) takes CPU time too; when the
         // deadline is already within the margin, stop the sampler and answer.
         if upload::budget(self.deadline).is_zero() {
@@ -306,9 +330,12 @@ impl Plan {
         // pprof-rs runs symbolization code we do not control; a panic there
         // must not become the handler's failure.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let finished = profile.finish_with(self.detail)?;
-            let file =
-                pprof_file::encode(finished.profile, &identity).map_err(ProfileError::Encode)?;
+            let finished = match recording {
+                Some(recording) => profile.finish_wall(self.detail, recording)?,
+                None => profile.finish_with(self.detail)?,
+            };
+            let file = pprof_file::encode(finished.profile, finished.samples, &identity)
+                .map_err(ProfileError::Encode)?;
             Ok::<_, ProfileError>((file, finished.duration))
         }));
         let (file, duration) = match encoded {
@@ -361,6 +388,7 @@ mod tests {
             force_path_style: false,
             max_per_minute: None,
             symbolize: true,
+            mode: Mode::Wall,
             region: Some("us-east-1"),
         }
     }

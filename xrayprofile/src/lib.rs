@@ -31,15 +31,19 @@
 //! | `bucket = "name"` | S3 bucket for profiles | `xrayprofile-{account id}-{AWS_REGION}` | `XRAYPROFILE_S3_BUCKET` |
 //! | `prefix = "p/"` | key prefix; a `/` is added if missing | none | `XRAYPROFILE_S3_PREFIX` |
 //! | `max_per_minute = N` | the most profiles per minute per execution environment, as a token bucket (bursts of `N`); `0` = no cap. It bounds what a caller who forces sampling with trace IDs ending in `0000` can cost | `10` | `XRAYPROFILE_MAX_PER_MINUTE` |
+//! | `mode = "wall"` or `"cpu"` | `wall`: where the invocation's time went, awaits included, with sample types `wall/nanoseconds` (the default view) and `cpu/nanoseconds` and a `state` label (`on-cpu`, `off-cpu`); `cpu`: CPU time only | `"wall"` | `XRAYPROFILE_MODE` |
+//! | `symbolize = false` | write addresses, mappings and GNU build IDs instead of names, for stripped binaries (symbolize later with `pprof` and the unstripped binary) | `true` | `XRAYPROFILE_SYMBOLIZE` |
 //!
 //! Environment variables, when set, win over the attribute; they are read once,
 //! at the first invocation. `XRAYPROFILE_ENABLED=false` turns profiling off,
 //! `XRAYPROFILE_OUTPUT_DIR=dir` writes files under `dir` instead of S3 and
 //! `XRAYPROFILE_S3_FORCE_PATH_STYLE=true` selects path-style addressing for
 //! S3-compatible endpoints (set with `AWS_ENDPOINT_URL_S3`).
-//! `XRAYPROFILE_SYMBOLIZE=false` writes address-level profiles (mappings and
-//! GNU build IDs, no names) for stripped binaries, to be symbolized later
-//! from the unstripped one. An invalid value is logged once and ignored.
+//! An invalid value is logged once and ignored.
+//!
+//! Wall-clock profiles name async fns best with `[profile.release] debug =
+//! "limited"` (or `"line-tables-only"`); with `debug = 0` the compiler's
+//! inlining hides most of them (see `docs/wall-clock.md`).
 //!
 //! Nothing this crate does can change the handler's result: a missing or
 //! malformed trace header, a busy profiler or a failed upload is logged and the
@@ -69,6 +73,7 @@ mod runtime;
 mod sampling;
 mod trace;
 mod upload;
+mod wall;
 
 pub use invocation::Invocation;
 pub use runtime::run;
@@ -83,6 +88,7 @@ pub use xrayprofile_macros::xrayprofile;
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::config::Mode;
     pub use crate::invocation::{HandlerOutput, Site, Wrapper};
     pub use core::option::Option;
 

@@ -25,7 +25,9 @@ use std::time::{Instant, SystemTime};
 
 use pprof::protos::Profile;
 
-pub(crate) use signal::SamplerError;
+use crate::wall::Recording;
+
+pub(crate) use signal::{SamplerError, set_poll_root};
 pub(crate) use symbols::Detail;
 
 /// Samples per second of CPU time, as in go-xrayprofile.
@@ -89,10 +91,12 @@ pub(crate) struct ActiveProfile {
     started_at: SystemTime,
 }
 
-/// A stopped profile: its protobuf and how long it ran.
+/// A stopped profile: its protobuf, how long it ran and how many CPU
+/// samples it holds.
 pub(crate) struct FinishedProfile {
     pub(crate) profile: Profile,
     pub(crate) duration: std::time::Duration,
+    pub(crate) samples: i64,
 }
 
 impl ActiveProfile {
@@ -128,6 +132,28 @@ impl ActiveProfile {
     /// # Errors
     /// None today; the `Result` leaves room for symbolizers that can fail.
     pub(crate) fn finish_with(self, detail: Detail) -> Result<FinishedProfile, ProfileError> {
+        self.finish_into(detail, None)
+    }
+
+    /// Stops sampling and combines the CPU samples with a wall-clock
+    /// `recording` of the invocation future into one profile (see
+    /// [`symbols::wall_profile`]).
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for symbolizers that can fail.
+    pub(crate) fn finish_wall(
+        self,
+        detail: Detail,
+        recording: &Recording,
+    ) -> Result<FinishedProfile, ProfileError> {
+        self.finish_into(detail, Some(recording))
+    }
+
+    fn finish_into(
+        self,
+        detail: Detail,
+        recording: Option<&Recording>,
+    ) -> Result<FinishedProfile, ProfileError> {
         let duration = self.started.elapsed();
         // Stop before symbolizing, so that work does not show up in the
         // profile it produces.
@@ -141,15 +167,18 @@ impl ActiveProfile {
             );
         }
         let resident_before = resident_kib();
-        let profile = symbols::profile(
-            samples.stacks(),
-            symbols::Timing {
-                started: self.started_at,
-                duration,
-                hz: FREQUENCY_HZ,
-            },
-            detail,
-        );
+        let timing = symbols::Timing {
+            started: self.started_at,
+            duration,
+            hz: FREQUENCY_HZ,
+        };
+        let count = i64::try_from(samples.stacks().count()).unwrap_or(i64::MAX);
+        let profile = match recording {
+            Some(recording) => {
+                symbols::wall_profile(samples.marked_stacks(), recording, timing, detail)
+            }
+            None => symbols::profile(samples.stacks(), timing, detail),
+        };
         drop(samples);
         // backtrace-rs keeps what it parsed to name addresses. Kept, later
         // profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with
@@ -161,31 +190,40 @@ impl ActiveProfile {
         {
             backtrace::clear_symbol_cache();
         }
-        Ok(FinishedProfile { profile, duration })
+        Ok(FinishedProfile {
+            profile,
+            duration,
+            samples: count,
+        })
     }
 }
+
+/// Burns the calling thread's CPU in a function tests find by name.
+#[cfg(test)]
+#[inline(never)]
+pub(crate) fn spin_in_named_leaf(duration: std::time::Duration) -> u64 {
+    let start = Instant::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while start.elapsed() < duration {
+        for _ in 0..1_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x = std::hint::black_box(x);
+    }
+    x
+}
+
+/// Tests that start the process-wide sampler take this, one at a time.
+#[cfg(test)]
+pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Tests in this module share the process-wide sampler; run them one at a time.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    #[inline(never)]
-    fn spin_in_named_leaf(duration: std::time::Duration) -> u64 {
-        let start = Instant::now();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        while start.elapsed() < duration {
-            for _ in 0..1_000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-            }
-            x = std::hint::black_box(x);
-        }
-        x
-    }
+    use super::{SERIAL, spin_in_named_leaf};
 
     /// Each sample's function names, leaf first (inlined functions included),
     /// and its count.
@@ -237,7 +275,18 @@ mod tests {
             total >= 10,
             "300 ms at 99 Hz is about 30 samples: {stacks:?}"
         );
-        assert!(near_leaf * 2 > total, "{stacks:?}");
+        // The sampler sees every thread; other tests (proptest) run beside
+        // this one, so compare with this test thread's samples only.
+        let this_thread: i64 = stacks
+            .iter()
+            .filter(|(names, _)| {
+                names
+                    .iter()
+                    .any(|n| n.contains("a_busy_named_function_is_at_the_leaf_of_most_samples"))
+            })
+            .map(|(_, n)| n)
+            .sum();
+        assert!(near_leaf * 2 > this_thread, "{stacks:?}");
         for (names, _) in &stacks {
             let leaf = names.first().map_or("", String::as_str);
             assert!(

@@ -22,6 +22,16 @@ async fn with_sample_rate(event: LambdaEvent<Value>) -> Result<Value, Error> {
     Ok(event.payload)
 }
 
+#[xrayprofile(mode = "cpu", symbolize = false)]
+async fn cpu_only_with_addresses(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    Ok(event.payload)
+}
+
+#[xrayprofile(mode = "wall", symbolize = true)]
+async fn wall_clock_with_names(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    Ok(event.payload)
+}
+
 #[xrayprofile(threshold = 0x28F_u16)]
 async fn with_hex_threshold(event: LambdaEvent<Value>) -> Result<Value, Error> {
     Ok(event.payload)
@@ -32,4 +42,6 @@ fn main() {
     let _ = lambda_runtime::run(service_fn(no_arguments_in_the_attribute));
     let _ = lambda_runtime::run(service_fn(with_sample_rate));
     let _ = lambda_runtime::run(service_fn(with_hex_threshold));
+    let _ = lambda_runtime::run(service_fn(cpu_only_with_addresses));
+    let _ = lambda_runtime::run(service_fn(wall_clock_with_names));
 }

@@ -25,6 +25,13 @@
 //!   by address: every frame up to the one whose IP equals the interrupted PC
 //!   is skipped. No name matching, and nothing to maintain when the unwinder's
 //!   internals change.
+//! - **Cut at the invocation's root.** While a wall-clock profile polls the
+//!   handler's future, that thread's [`set_poll_root`] marks the address of a
+//!   local in the wrapper's poll. A sample taken on that thread stops
+//!   unwinding before the first frame whose stack pointer lies above the mark
+//!   (the wrapper's caller), so the wrapper's own frame is the root, and is
+//!   flagged [`IN_POLL`]. Stack addresses, not names, so it holds at every
+//!   debug level.
 //! - **Stopping** disarms the timer, clears [`ENABLED`], then waits until no
 //!   handler is running ([`IN_HANDLER`]) before anyone reads the buffer.
 //!   SIGPROF is then ignored rather than reset to its default action, which
@@ -36,6 +43,25 @@ use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set in a slot's depth word when the sample was taken inside the
+/// invocation future's poll and cut at its root (see [`set_poll_root`]).
+const IN_POLL: u64 = 1 << 63;
+
+thread_local! {
+    /// The address of a local in the wrapper's poll while this thread polls a
+    /// wall-clock-profiled invocation; 0 otherwise. Const-initialised and
+    /// without a destructor, so reading it is a plain TLS load, which is
+    /// async-signal-safe.
+    static POLL_ROOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as polling the profiled invocation, with `root` the
+/// address of a local in the polling frame (0 clears the mark). Returns the
+/// previous mark, which the caller restores, so nested wrappers work.
+pub(crate) fn set_poll_root(root: usize) -> usize {
+    POLL_ROOT.with(|cell| cell.replace(root))
+}
 
 /// Words per sample slot: the depth, then up to [`MAX_FRAMES`] addresses.
 const SLOT_WORDS: usize = 64;
@@ -120,18 +146,22 @@ impl Mapping {
         }
     }
 
-    /// The stack recorded in `slot`, leaf first.
-    fn stack(&self, slot: usize) -> &[u64] {
+    /// The stack recorded in `slot`, leaf first, and whether it was cut at
+    /// the invocation's root.
+    fn stack(&self, slot: usize) -> (bool, &[u64]) {
         if slot >= self.slots {
-            return &[];
+            return (false, &[]);
         }
         // SAFETY: `slot < slots`, so the slot lies inside the mapping, and no
         // handler writes it any more (only `Samples` calls this, after the
         // drain in `stop`). The depth word is clamped to the slot size.
         unsafe {
             let base = self.ptr.as_ptr().add(slot * SLOT_WORDS);
-            let depth = usize::try_from(*base).unwrap_or(0).min(MAX_FRAMES);
-            std::slice::from_raw_parts(base.add(1), depth)
+            let in_poll = *base & IN_POLL != 0;
+            let depth = usize::try_from(*base & !IN_POLL)
+                .unwrap_or(0)
+                .min(MAX_FRAMES);
+            (in_poll, std::slice::from_raw_parts(base.add(1), depth))
         }
     }
 }
@@ -217,6 +247,12 @@ impl Samples {
     /// Every recorded stack, leaf first: the interrupted PC, then return
     /// addresses.
     pub(crate) fn stacks(&self) -> impl Iterator<Item = &[u64]> + '_ {
+        self.marked_stacks().map(|(_, stack)| stack)
+    }
+
+    /// Every recorded stack with whether it was taken inside the profiled
+    /// invocation's poll (and cut at its root; see [`set_poll_root`]).
+    pub(crate) fn marked_stacks(&self) -> impl Iterator<Item = (bool, &[u64])> + '_ {
         let mapping = self.mapping.as_ref();
         (0..self.recorded).filter_map(move |slot| mapping.map(|m| m.stack(slot)))
     }
@@ -366,6 +402,7 @@ fn record(context: *mut c_void) {
     let mut depth = 1_usize;
     // SAFETY: word 1 of the slot (see above).
     unsafe { words.add(1).write(pc) };
+    let root = POLL_ROOT.with(std::cell::Cell::get);
     let mut found_leaf = false;
     let mut handler_frames = 0_usize;
     // SAFETY: unwinding the current thread's stack from a signal handler is
@@ -374,12 +411,14 @@ fn record(context: *mut c_void) {
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
             let ip = frame.ip() as u64;
+            // Past the wrapper's frame: the first whose SP is above its local.
+            let past_root = root != 0 && frame.sp() as usize > root;
             if !found_leaf {
                 found_leaf = ip == pc;
                 handler_frames += 1;
-                return handler_frames < MAX_HANDLER_FRAMES;
+                return !(found_leaf && past_root) && handler_frames < MAX_HANDLER_FRAMES;
             }
-            if depth >= MAX_FRAMES || ip == 0 {
+            if depth >= MAX_FRAMES || ip == 0 || past_root {
                 return false;
             }
             depth += 1;
@@ -388,9 +427,12 @@ fn record(context: *mut c_void) {
             true
         });
     }
+    // Also when the root was not reached (a stack deeper than the slot): the
+    // thread was inside the poll all the same.
+    let flag = if root != 0 { IN_POLL } else { 0 };
     // SAFETY: word 0 of the slot; written last so a slot is complete once the
     // drain in `halt` is over (the depth word is read only after it).
-    unsafe { words.write(depth as u64) };
+    unsafe { words.write(depth as u64 | flag) };
 }
 
 #[cfg(target_arch = "x86_64")]

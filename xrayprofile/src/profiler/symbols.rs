@@ -6,7 +6,9 @@ use std::ffi::c_void;
 use std::time::{Duration, SystemTime};
 
 use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
-use pprof::protos::{Function, Line, Location, Mapping, Profile, Sample, ValueType};
+use pprof::protos::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+
+use crate::wall::{Charge, Recording};
 
 /// What a location says about its code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,38 +42,13 @@ pub(crate) fn profile<'a>(
         *counts.entry(stack).or_default() += 1;
     }
     let period = 1_000_000_000 / i64::from(timing.hz.max(1));
-    let mut builder = Builder {
-        detail,
-        ..Builder::default()
-    };
-    builder.string("");
-    if detail == Detail::Addresses {
-        builder.load_mappings();
-    }
-    let samples_type = ValueType {
-        ty: builder.string("samples"),
-        unit: builder.string("count"),
-    };
-    let cpu_type = ValueType {
-        ty: builder.string("cpu"),
-        unit: builder.string("nanoseconds"),
-    };
+    let mut builder = Builder::new(detail);
+    let samples_type = builder.value_type("samples", "count");
+    let cpu_type = builder.value_type("cpu", "nanoseconds");
     let mut samples: Vec<Sample> = Vec::with_capacity(counts.len());
     for (stack, count) in counts {
-        let location_id = stack
-            .iter()
-            .enumerate()
-            .map(|(depth, &addr)| {
-                let code = if depth == 0 {
-                    addr
-                } else {
-                    addr.saturating_sub(1)
-                };
-                builder.location(code)
-            })
-            .collect();
         samples.push(Sample {
-            location_id,
+            location_id: builder.stack(stack, true),
             value: vec![count, count.saturating_mul(period)],
             ..Sample::default()
         });
@@ -82,22 +59,211 @@ pub(crate) fn profile<'a>(
             .cmp(&a.value)
             .then(a.location_id.cmp(&b.location_id))
     });
-    Profile {
-        sample_type: vec![samples_type, cpu_type.clone()],
-        sample: samples,
-        location: builder.locations,
-        function: builder.functions,
-        mapping: builder.mappings,
-        string_table: builder.strings,
-        time_nanos: timing
-            .started
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-        duration_nanos: i64::try_from(timing.duration.as_nanos()).unwrap_or(i64::MAX),
-        period_type: Some(cpu_type),
-        period,
-        ..Profile::default()
+    builder.into_profile(
+        Profile {
+            sample_type: vec![samples_type, cpu_type.clone()],
+            sample: samples,
+            period_type: Some(cpu_type),
+            period,
+            ..Profile::default()
+        },
+        timing,
+    )
+}
+
+/// The root frame of every stack inside the invocation future.
+const INVOCATION_ROOT: &str = "[invocation future]";
+/// The root frame of CPU samples taken elsewhere (other tasks and threads).
+const OUTSIDE_ROOT: &str = "[outside the invocation future]";
+
+/// Builds a wall-clock profile of one invocation: sample types
+/// `wall/nanoseconds` (the default) and `cpu/nanoseconds`, and a `state` label.
+///
+/// - Off-CPU: one sample per stack the future waited on, wall = the exact
+///   time charged to it by the recorder.
+/// - On-CPU: the CPU samples taken inside the invocation's poll (cut at its
+///   root by the sampler), cpu = samples × period, wall scaled so they add up
+///   to the measured polling time. When the sampler saw none of the polls
+///   (short polls), the recorder's per-poll charges stand in for them.
+/// - Other CPU samples keep their cpu value, with wall 0, under
+///   [`OUTSIDE_ROOT`].
+pub(crate) fn wall_profile<'a>(
+    cpu_stacks: impl Iterator<Item = (bool, &'a [u64])>,
+    recording: &Recording,
+    timing: Timing,
+    detail: Detail,
+) -> Profile {
+    let mut counts: HashMap<(bool, &[u64]), i64> = HashMap::new();
+    for key in cpu_stacks {
+        *counts.entry(key).or_default() += 1;
     }
+    let mut cpu: Vec<((bool, &[u64]), i64)> = counts.into_iter().collect();
+    // Deterministic, and the wall scaling below hands out rounding in order.
+    cpu.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let period = 1_000_000_000 / i64::from(timing.hz.max(1));
+    let mut builder = Builder::new(detail);
+    let wall_type = builder.value_type("wall", "nanoseconds");
+    let cpu_type = builder.value_type("cpu", "nanoseconds");
+    let state_key = builder.string("state");
+    let state = |builder: &mut Builder, value: &str| Label {
+        key: state_key,
+        str: builder.string(value),
+        ..Label::default()
+    };
+    let inside = builder.synthetic(INVOCATION_ROOT);
+    let outside = builder.synthetic(OUTSIDE_ROOT);
+    let polling = i64::try_from(recording.totals.polling.as_nanos()).unwrap_or(i64::MAX);
+    let sampled_inside: i64 = cpu.iter().filter(|((p, _), _)| *p).map(|(_, n)| n).sum();
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut wall_left = polling;
+    let mut inside_left = sampled_inside;
+    for ((in_poll, stack), count) in cpu {
+        let mut location_id = builder.stack(stack, true);
+        location_id.push(if in_poll { inside } else { outside });
+        // Proportional share of the polling time; the last sample takes
+        // what rounding left, so the on-CPU wall adds up exactly.
+        let wall = if in_poll {
+            let share = if inside_left == count {
+                wall_left
+            } else {
+                i64::try_from(
+                    i128::from(polling) * i128::from(count) / i128::from(sampled_inside.max(1)),
+                )
+                .unwrap_or(0)
+            };
+            inside_left -= count;
+            wall_left -= share;
+            share
+        } else {
+            0
+        };
+        let label = state(&mut builder, if in_poll { "on-cpu" } else { "other" });
+        samples.push(Sample {
+            location_id,
+            value: vec![wall, count.saturating_mul(period)],
+            label: vec![label],
+        });
+    }
+    for &(charge, ns) in &recording.charges {
+        let (leaf, stack, on_cpu) = match charge {
+            Charge::Waiting(id) => (None, recording.stack(id), false),
+            Charge::NoRegistration => (Some("[woken without a registration]"), &[][..], false),
+            // Stand-ins for CPU samples; only when there are none.
+            Charge::ResumedFrom(_) | Charge::Running if sampled_inside > 0 => continue,
+            Charge::ResumedFrom(id) => {
+                (Some("[on-CPU after this await]"), recording.stack(id), true)
+            }
+            Charge::Running => (Some("[on-CPU]"), &[][..], true),
+        };
+        let mut location_id: Vec<u64> = leaf
+            .map(|name| builder.synthetic(name))
+            .into_iter()
+            .collect();
+        location_id.extend(builder.stack(stack, false));
+        location_id.push(inside);
+        let label = state(&mut builder, if on_cpu { "on-cpu" } else { "off-cpu" });
+        samples.push(Sample {
+            location_id,
+            value: vec![i64::try_from(ns).unwrap_or(i64::MAX), 0],
+            label: vec![label],
+        });
+    }
+
+    let totals = &recording.totals;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let comments = [
+        format!(
+            "wall: elapsed={:.3}ms polling={:.3}ms pending={:.3}ms polls={}",
+            ms(recording.elapsed),
+            ms(totals.polling),
+            ms(totals.pending),
+            totals.polls
+        ),
+        format!(
+            "cpu: {sampled_inside} samples at {} Hz inside the invocation future, scaled to the polling time",
+            timing.hz
+        ),
+        if totals.max_stride > 1 {
+            format!(
+                "probe: recorded {} of {} polls ({:.3}ms); past its {}% budget it recorded 1 poll in up to {} and weighted each by its stride, so per-stack wall times are estimates (the totals above are exact)",
+                totals.recorded_polls,
+                totals.polls,
+                ms(totals.capture),
+                crate::wall::PROBE_BUDGET_PERCENT,
+                totals.max_stride
+            )
+        } else {
+            format!(
+                "probe: recorded {} of {} polls ({:.3}ms)",
+                totals.recorded_polls,
+                totals.polls,
+                ms(totals.capture)
+            )
+        },
+        format!(
+            "probe: {} stale registrations discarded, {} stacks deeper than {} frames",
+            totals.stale,
+            totals.truncated,
+            crate::wall::probe::MAX_FRAMES
+        ),
+    ];
+    let comment = comments.iter().map(|c| builder.string(c)).collect();
+    let default_sample_type = wall_type.ty;
+    builder.into_profile(
+        Profile {
+            sample_type: vec![wall_type.clone(), cpu_type],
+            sample: samples,
+            period_type: Some(wall_type),
+            period: 1,
+            comment,
+            default_sample_type,
+            ..Profile::default()
+        },
+        timing,
+    )
+}
+
+/// `<X as Trait>::method` → `X::method`: `go tool pprof` shortens names by
+/// dropping everything between `<` and `>`, which would merge every
+/// `<X as Future>::poll` into one `::poll`.
+fn readable(name: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = name.strip_prefix('<') else {
+        return name.into();
+    };
+    // Find the ` as ` and the `>` that close the outermost `<`.
+    let mut depth = 0_usize;
+    let mut as_at = None;
+    let mut previous = ' ';
+    for (i, c) in rest.char_indices() {
+        let arrow = previous == '-';
+        previous = c;
+        match c {
+            '<' => depth += 1,
+            // `fn() -> T` inside the self type.
+            '>' if arrow => {}
+            '>' if depth == 0 => {
+                let Some(tail) = rest.get(i + 1..) else {
+                    break;
+                };
+                return match (as_at, rest.get(..as_at.unwrap_or(0))) {
+                    (Some(_), Some(self_ty)) if tail.starts_with("::") => {
+                        format!("{self_ty}{tail}").into()
+                    }
+                    _ => name.into(),
+                };
+            }
+            '>' => depth -= 1,
+            ' ' if depth == 0
+                && as_at.is_none()
+                && rest.get(i..).is_some_and(|t| t.starts_with(" as ")) =>
+            {
+                as_at = Some(i);
+            }
+            _ => {}
+        }
+    }
+    name.into()
 }
 
 /// The profile's tables, each entry interned once.
@@ -128,6 +294,43 @@ impl Default for Builder {
 }
 
 impl Builder {
+    /// An empty profile's tables: the empty string first, as pprof requires,
+    /// and the mappings when locations will be addresses.
+    fn new(detail: Detail) -> Builder {
+        let mut builder = Builder {
+            detail,
+            ..Builder::default()
+        };
+        builder.string("");
+        if detail == Detail::Addresses {
+            builder.load_mappings();
+        }
+        builder
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
+        ValueType {
+            ty: self.string(ty),
+            unit: self.string(unit),
+        }
+    }
+
+    /// `profile` with these tables and `timing` filled in.
+    fn into_profile(self, profile: Profile, timing: Timing) -> Profile {
+        Profile {
+            location: self.locations,
+            function: self.functions,
+            mapping: self.mappings,
+            string_table: self.strings,
+            time_nanos: timing
+                .started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            duration_nanos: i64::try_from(timing.duration.as_nanos()).unwrap_or(i64::MAX),
+            ..profile
+        }
+    }
+
     /// One mapping per executable `PT_LOAD` segment of every loaded object,
     /// exactly as the segment is (not page-aligned: `go tool pprof` computes
     /// a wrong load bias from page-aligned ones), the main program first.
@@ -177,6 +380,42 @@ impl Builder {
         }
     }
 
+    /// The locations of `stack`, leaf first. Callers' addresses are return
+    /// addresses, looked up at `addr - 1` so the line is the call's; the leaf
+    /// is the exact PC when `leaf_is_pc`.
+    fn stack(&mut self, stack: &[u64], leaf_is_pc: bool) -> Vec<u64> {
+        stack
+            .iter()
+            .enumerate()
+            .map(|(depth, &addr)| {
+                let code = if depth == 0 && leaf_is_pc {
+                    addr
+                } else {
+                    addr.saturating_sub(1)
+                };
+                self.location(code)
+            })
+            .collect()
+    }
+
+    /// A location that names something other than code, such as the root
+    /// of the invocation future.
+    fn synthetic(&mut self, name: &str) -> u64 {
+        let function_id = self.function(name, name, "");
+        let id = u64::try_from(self.locations.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        self.locations.push(Location {
+            id,
+            line: vec![Line {
+                function_id,
+                line: 0,
+            }],
+            ..Location::default()
+        });
+        id
+    }
+
     fn mapping_of(&self, code: u64) -> u64 {
         self.mappings
             .iter()
@@ -220,7 +459,7 @@ impl Builder {
             };
             // `{:#}` drops the `::h<hash>` suffix of legacy-mangled names.
             symbols.push((
-                format!("{name:#}"),
+                readable(&format!("{name:#}")).into_owned(),
                 String::from_utf8_lossy(name.as_bytes()).into_owned(),
                 symbol
                     .filename()
@@ -284,4 +523,33 @@ fn file_offset(maps: &str, address: u64) -> Option<u64> {
             .contains(&address)
             .then(|| offset.saturating_add(address - start))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn trait_impl_names_keep_their_self_type() {
+        for (name, want) in [
+            (
+                "<tokio::time::sleep::Sleep as core::future::future::Future>::poll",
+                "tokio::time::sleep::Sleep::poll",
+            ),
+            (
+                "<core::pin::Pin<P> as core::future::future::Future>::poll",
+                "core::pin::Pin<P>::poll",
+            ),
+            (
+                "<fn() -> u8 as core::ops::function::FnOnce<()>>::call_once",
+                "fn() -> u8::call_once",
+            ),
+            ("<&T as core::fmt::Debug>::fmt", "&T::fmt"),
+            ("demo::handler::{{closure}}", "demo::handler::{{closure}}"),
+            ("<T>::method", "<T>::method"),
+            ("<unbalanced", "<unbalanced"),
+        ] {
+            assert_eq!(readable(name), want, "{name}");
+        }
+    }
 }

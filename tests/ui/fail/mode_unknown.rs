@@ -1,0 +1,10 @@
+use lambda_runtime::{Error, LambdaEvent};
+use xrayprofile::xrayprofile;
+
+#[xrayprofile(mode = "offcpu")]
+async fn handler(event: LambdaEvent<()>) -> Result<(), Error> {
+    let _ = event;
+    Ok(())
+}
+
+fn main() {}

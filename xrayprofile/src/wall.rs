@@ -1,0 +1,599 @@
+//! Where one invocation's time went, awaits included: the wall-clock side of
+//! a profile.
+//!
+//! The wrapper polls the handler's future through [`Recorder::poll`]. Each
+//! poll is timed; the leaf futures that go pending during it register the
+//! probe waker, which records their stacks ([`probe`]). The time until the
+//! next poll (the future was waiting) is then charged, exactly, to the stacks
+//! recorded in the poll that started the wait. Time spent polling is on-CPU
+//! time; the CPU sampler's samples taken inside the poll carry its stacks,
+//! and the profile builder scales them to the measured polling time.
+//!
+//! Costs are bounded: recording a stack costs about a microsecond, so when
+//! the time spent recording passes [`PROBE_BUDGET_PERCENT`] of the elapsed
+//! time, only one poll in `stride` is recorded and its wait is charged
+//! `stride` times (the profile's comments say so). Unsampled invocations
+//! never come here.
+
+pub(crate) mod probe;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The most of an invocation's elapsed time the probe may spend recording
+/// stacks before it records only some polls.
+pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
+/// Recording time allowed on top of the budget, so the first stacks of an
+/// invocation (when 1 % of the elapsed time is still nothing, and the first
+/// unwind in a process parses unwind tables) do not thin out the rest.
+const PROBE_GRACE: Duration = Duration::from_micros(200);
+/// The sparsest recording: one poll in this many.
+const MAX_STRIDE: u64 = 1024;
+
+/// What a panicking handler panicked with, carried out of the poll so the
+/// profile can be written before the panic goes on.
+pub(crate) type PanicPayload = Box<dyn Any + Send + 'static>;
+
+/// A stack recorded by the probe, interned.
+type StackId = u32;
+
+/// What a piece of wall time is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Charge {
+    /// Waiting on the leaf future whose stack this is.
+    Waiting(StackId),
+    /// Waiting after a poll in which no leaf kept the waker (a `yield_now`
+    /// that woke the task directly, or a leaf that does not register).
+    NoRegistration,
+    /// On CPU, resuming from the await whose stack this is; used only when
+    /// the CPU sampler saw nothing of the poll (polls far shorter than its
+    /// 10 ms period).
+    ResumedFrom(StackId),
+    /// On CPU with no recorded await to resume from: the first poll, or one
+    /// after a poll that was not recorded or left nothing registered.
+    Running,
+}
+
+/// The wall-clock recorder of one sampled invocation.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    started: Option<Instant>,
+    last_poll_end: Option<Instant>,
+    root: Option<probe::Root>,
+    stacks: Vec<Vec<u64>>,
+    stack_ids: HashMap<Vec<u64>, StackId>,
+    /// What the future waits on since its last poll, and that poll's weight
+    /// (0: the poll was not recorded).
+    waiting_on: Vec<StackId>,
+    weight: u64,
+    /// Reused between polls.
+    spare: Vec<probe::Registration>,
+    charges: HashMap<Charge, u64>,
+    totals: Totals,
+}
+
+/// Exact figures for the profile's comments.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub(crate) polling: Duration,
+    pub(crate) pending: Duration,
+    pub(crate) polls: u64,
+    pub(crate) recorded_polls: u64,
+    pub(crate) capture: Duration,
+    /// The sparsest recording used (1: every poll was recorded).
+    pub(crate) max_stride: u64,
+    /// Registrations dropped before their poll returned (not waited on).
+    pub(crate) stale: u64,
+    /// Stacks that did not reach the wrapper's frame within the depth limit.
+    pub(crate) truncated: u64,
+    stride: u64,
+}
+
+/// A finished recording: charges in nanoseconds, and the stacks they name.
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    pub(crate) charges: Vec<(Charge, u64)>,
+    pub(crate) stacks: Vec<Vec<u64>>,
+    pub(crate) totals: Totals,
+    pub(crate) elapsed: Duration,
+}
+
+impl Recording {
+    /// The raw stack of `id`, leaf first (return addresses).
+    pub(crate) fn stack(&self, id: StackId) -> &[u64] {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.stacks.get(i))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Recorder {
+    /// Polls `future` as a probed poll and accounts for the time since the
+    /// previous one. A panic inside the poll comes back as `Err`.
+    pub(crate) fn poll<F: Future>(
+        &mut self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<F::Output, PanicPayload>> {
+        let start = Instant::now();
+        let started = *self.started.get_or_insert(start);
+        if let Some(end) = self.last_poll_end.take() {
+            let gap = start.saturating_duration_since(end);
+            self.totals.pending += gap;
+            self.charge_wait(gap);
+        }
+        let stride = self.totals.stride.max(1);
+        let record = self.totals.polls.is_multiple_of(stride);
+        let root = match self.root.take() {
+            Some(root) if root.wraps(cx.waker()) => root,
+            _ => probe::Root::new(cx.waker()),
+        };
+        let waker = root.waker();
+        self.root = Some(root);
+        let mut probe_cx = Context::from_waker(&waker);
+        let registrations = std::mem::take(&mut self.spare);
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            probe::poll(record, registrations, || future.poll(&mut probe_cx))
+        }));
+        let end = Instant::now();
+        let busy = end.saturating_duration_since(start);
+        self.totals.polling += busy;
+        self.totals.polls += 1;
+        self.charge_poll(busy);
+        let (output, log) = match polled {
+            Ok((output, log)) => (output, log),
+            Err(payload) => return Poll::Ready(Err(payload)),
+        };
+        self.waiting_on.clear();
+        self.weight = if record { stride } else { 0 };
+        if record {
+            self.totals.recorded_polls += 1;
+            self.totals.capture += Duration::from_nanos(log.capture_ns);
+            let mut registrations = log.registrations;
+            for registration in registrations.drain(..) {
+                if !registration.is_live() {
+                    self.totals.stale += 1;
+                    continue;
+                }
+                self.totals.truncated += u64::from(!registration.reached_root);
+                let id = self.intern(registration.stack);
+                if !self.waiting_on.contains(&id) {
+                    self.waiting_on.push(id);
+                }
+            }
+            self.spare = registrations;
+            self.adjust_stride(end.saturating_duration_since(started));
+        }
+        match output {
+            Poll::Ready(output) => Poll::Ready(Ok(output)),
+            Poll::Pending => {
+                self.last_poll_end = Some(end);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Ends the recording; a wait still open (the future was dropped while
+    /// pending) is charged up to now.
+    pub(crate) fn finish(mut self) -> Recording {
+        let now = Instant::now();
+        if let Some(end) = self.last_poll_end.take() {
+            let gap = now.saturating_duration_since(end);
+            self.totals.pending += gap;
+            self.charge_wait(gap);
+        }
+        self.totals.max_stride = self.totals.max_stride.max(1);
+        let mut charges: Vec<(Charge, u64)> = self.charges.into_iter().collect();
+        charges.sort_by_key(|&(charge, ns)| (std::cmp::Reverse(ns), charge));
+        Recording {
+            charges,
+            stacks: self.stacks,
+            totals: self.totals,
+            elapsed: self
+                .started
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+        }
+    }
+
+    fn intern(&mut self, stack: Vec<u64>) -> StackId {
+        if let Some(&id) = self.stack_ids.get(&stack) {
+            return id;
+        }
+        let id = StackId::try_from(self.stacks.len()).unwrap_or(StackId::MAX);
+        self.stacks.push(stack.clone());
+        self.stack_ids.insert(stack, id);
+        id
+    }
+
+    /// Charges a wait to what the last poll left registered, split evenly
+    /// when it waits on several leaves (a `join!`), so the total stays exact.
+    fn charge_wait(&mut self, gap: Duration) {
+        self.charge(
+            weighted(gap, self.weight),
+            Charge::NoRegistration,
+            Charge::Waiting,
+        );
+    }
+
+    /// Charges a poll's time to the await it resumed from (the fallback for
+    /// polls the CPU sampler did not see).
+    fn charge_poll(&mut self, busy: Duration) {
+        let weight = if self.totals.polls <= 1 {
+            1
+        } else {
+            self.weight
+        };
+        self.charge(weighted(busy, weight), Charge::Running, Charge::ResumedFrom);
+    }
+
+    /// Splits `ns` over the stacks waited on, or gives it to `none` when
+    /// there are none.
+    fn charge(&mut self, ns: u64, none: Charge, each: fn(StackId) -> Charge) {
+        if ns == 0 {
+            return;
+        }
+        if self.waiting_on.is_empty() {
+            *self.charges.entry(none).or_default() += ns;
+            return;
+        }
+        split(ns, &self.waiting_on, |id, part| {
+            *self.charges.entry(each(id)).or_default() += part;
+        });
+    }
+
+    /// Records fewer polls when recording costs more than the budget, more
+    /// again when it is well under.
+    fn adjust_stride(&mut self, elapsed: Duration) {
+        let spent = nanos(self.totals.capture.saturating_sub(PROBE_GRACE)).saturating_mul(100);
+        let allowed = nanos(elapsed).saturating_mul(PROBE_BUDGET_PERCENT);
+        let stride = self.totals.stride.max(1);
+        self.totals.stride = if spent > allowed {
+            (stride * 2).min(MAX_STRIDE)
+        } else if spent < allowed / 2 {
+            (stride / 2).max(1)
+        } else {
+            stride
+        };
+        self.totals.max_stride = self.totals.max_stride.max(self.totals.stride);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn weighted(d: Duration, weight: u64) -> u64 {
+    nanos(d).saturating_mul(weight)
+}
+
+/// Splits `ns` over `ids` so the parts add up to `ns` exactly.
+fn split(ns: u64, ids: &[StackId], mut charge: impl FnMut(StackId, u64)) {
+    let n = u64::try_from(ids.len()).unwrap_or(1).max(1);
+    let mut left = ns;
+    for (i, &id) in ids.iter().enumerate() {
+        let part = if i + 1 == ids.len() { left } else { ns / n };
+        left -= part;
+        charge(id, part);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future, polled through the recorder on wall-clock
+    /// profiled invocations and directly otherwise; a panic inside comes back
+    /// as `Err` so the profile can be written before it goes on.
+    pub(crate) struct Observed<'r, F> {
+        #[pin]
+        inner: F,
+        recorder: Option<&'r mut Recorder>,
+    }
+}
+
+impl<'r, F> Observed<'r, F> {
+    pub(crate) fn new(inner: F, recorder: Option<&'r mut Recorder>) -> Self {
+        Observed { inner, recorder }
+    }
+}
+
+impl<F: Future> Future for Observed<'_, F> {
+    type Output = Result<F::Output, PanicPayload>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.recorder {
+            Some(recorder) => recorder.poll(this.inner, cx),
+            None => {
+                let inner = this.inner;
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                    Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(payload) => Poll::Ready(Err(payload)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiler::{ActiveProfile, Detail, SERIAL};
+    use pprof::protos::Profile;
+    use std::future::poll_fn;
+
+    /// Polls `future` to completion on a current-thread runtime through a
+    /// recorder, as the wrapper does. The caller holds [`SERIAL`]: a probed
+    /// poll marks its thread for the sampler, which would count another
+    /// test's polls as inside the profiled invocation.
+    fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut recorder = Recorder::default();
+        let output = runtime.block_on(Observed::new(future, Some(&mut recorder)));
+        (output, recorder.finish())
+    }
+
+    fn waiting_total(recording: &Recording) -> u64 {
+        recording
+            .charges
+            .iter()
+            .filter(|(c, _)| matches!(c, Charge::Waiting(_) | Charge::NoRegistration))
+            .map(|(_, ns)| ns)
+            .sum()
+    }
+
+    /// Registers the waker, then finds itself ready in the same poll and
+    /// drops the registration: what tokio's timer and a racing mpsc do.
+    fn register_then_ready() -> impl Future<Output = ()> {
+        poll_fn(|cx| {
+            let registration = cx.waker().clone();
+            drop(registration);
+            Poll::Ready(())
+        })
+    }
+
+    #[inline(never)]
+    async fn waits_on_a_timer(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[test]
+    fn a_wait_is_charged_exactly_to_the_leaf_that_registered() {
+        let _serial = serial();
+        let (output, recording) = record(async {
+            register_then_ready().await;
+            waits_on_a_timer(60).await;
+        });
+        assert!(output.is_ok());
+        let totals = recording.totals;
+        assert!(
+            totals.stale >= 1,
+            "the stale registration is discarded: {totals:?}"
+        );
+        assert!(totals.polls >= 2, "{totals:?}");
+        // Only the timer's stack was waited on, and it holds all the wait.
+        let waited: Vec<&(Charge, u64)> = recording
+            .charges
+            .iter()
+            .filter(|(c, _)| matches!(c, Charge::Waiting(_)))
+            .collect();
+        assert!(!waited.is_empty(), "{recording:?}");
+        assert_eq!(
+            waiting_total(&recording),
+            u64::try_from(totals.pending.as_nanos()).unwrap()
+        );
+        assert!(totals.pending >= Duration::from_millis(60), "{totals:?}");
+        // Polling and waiting add up to the elapsed time (the rest is the
+        // recorder's own bookkeeping between polls).
+        let accounted = totals.polling + totals.pending;
+        assert!(
+            accounted <= recording.elapsed,
+            "{accounted:?} {:?}",
+            recording.elapsed
+        );
+        assert!(
+            recording.elapsed - accounted < Duration::from_millis(20),
+            "{totals:?} {:?}",
+            recording.elapsed
+        );
+        for (charge, _) in waited {
+            let Charge::Waiting(id) = charge else {
+                unreachable!()
+            };
+            let stack = recording.stack(*id);
+            assert!(!stack.is_empty() && stack.len() <= probe::MAX_FRAMES);
+        }
+    }
+
+    #[test]
+    fn a_wake_without_registration_is_charged_to_a_named_bucket() {
+        let _serial = serial();
+        let mut yielded = false;
+        let (output, recording) = record(poll_fn(move |cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }));
+        assert!(output.is_ok());
+        assert_eq!(recording.totals.polls, 2);
+        let bucket: u64 = recording
+            .charges
+            .iter()
+            .filter(|(c, _)| *c == Charge::NoRegistration)
+            .map(|(_, ns)| ns)
+            .sum();
+        assert_eq!(
+            bucket,
+            u64::try_from(recording.totals.pending.as_nanos()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_panic_comes_back_with_the_time_so_far() {
+        let _serial = serial();
+        let (output, recording) = record(async {
+            waits_on_a_timer(30).await;
+            panic!("handler failed");
+        });
+        let payload = output.expect_err("the panic is caught");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"handler failed"));
+        assert!(recording.totals.pending >= Duration::from_millis(30));
+        assert_eq!(
+            waiting_total(&recording),
+            u64::try_from(recording.totals.pending.as_nanos()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_future_dropped_while_waiting_is_charged_up_to_the_drop() {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut recorder = Recorder::default();
+        runtime.block_on(async {
+            let slow = Observed::new(waits_on_a_timer(10_000), Some(&mut recorder));
+            let _ = tokio::time::timeout(Duration::from_millis(40), slow).await;
+        });
+        let recording = recorder.finish();
+        assert!(recording.totals.pending >= Duration::from_millis(40));
+        assert_eq!(
+            waiting_total(&recording),
+            u64::try_from(recording.totals.pending.as_nanos()).unwrap()
+        );
+    }
+
+    #[test]
+    fn nested_recorders_keep_their_own_stacks() {
+        let _serial = serial();
+        let (output, recording) = record(async {
+            let mut inner = Recorder::default();
+            let out = Observed::new(waits_on_a_timer(20), Some(&mut inner)).await;
+            let inner = inner.finish();
+            assert!(out.is_ok());
+            assert!(inner.totals.pending >= Duration::from_millis(20));
+            assert!(!inner.stacks.is_empty());
+            waits_on_a_timer(20).await;
+        });
+        assert!(output.is_ok());
+        assert!(recording.totals.pending >= Duration::from_millis(40));
+        assert!(!recording.stacks.is_empty());
+    }
+
+    #[inline(never)]
+    async fn sleepy_then_busy() -> u64 {
+        waits_on_a_timer(300).await;
+        crate::profiler::spin_in_named_leaf(Duration::from_millis(150))
+    }
+
+    /// `(names from root to leaf, wall, cpu, state)` of every sample.
+    fn samples(profile: &Profile) -> Vec<(Vec<String>, i64, i64, String)> {
+        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+        profile
+            .sample
+            .iter()
+            .map(|s| {
+                let mut names: Vec<String> = s
+                    .location_id
+                    .iter()
+                    .flat_map(|id| {
+                        let loc = profile.location.iter().find(|l| l.id == *id).unwrap();
+                        loc.line.iter().map(|line| {
+                            let f = profile.function.iter().find(|f| f.id == line.function_id);
+                            text(f.unwrap().name)
+                        })
+                    })
+                    .collect();
+                names.reverse();
+                let state = s
+                    .label
+                    .iter()
+                    .find(|l| text(l.key) == "state")
+                    .map(|l| text(l.str));
+                (names, s.value[0], s.value[1], state.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wall_profile_shows_the_await_and_the_cpu_work_under_the_invocation() {
+        let _serial = serial();
+        let profile = ActiveProfile::start().unwrap();
+        let (output, recording) = record(sleepy_then_busy());
+        assert!(output.is_ok());
+        let profile = profile
+            .finish_wall(Detail::Names, &recording)
+            .unwrap()
+            .profile;
+        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();
+        let types: Vec<(&str, &str)> = profile
+            .sample_type
+            .iter()
+            .map(|t| (text(t.ty), text(t.unit)))
+            .collect();
+        assert_eq!(types, [("wall", "nanoseconds"), ("cpu", "nanoseconds")]);
+        assert_eq!(text(profile.default_sample_type), "wall");
+
+        let samples = samples(&profile);
+        let total_wall: i64 = samples.iter().map(|s| s.1).sum();
+        let elapsed = i64::try_from(recording.elapsed.as_nanos()).unwrap();
+        assert!(
+            (total_wall - elapsed).abs() * 50 < elapsed,
+            "wall {total_wall} vs elapsed {elapsed}"
+        );
+        let under = |name: &str, state: &str| -> i64 {
+            samples
+                .iter()
+                .filter(|(names, _, _, s)| s == state && names.iter().any(|n| n.contains(name)))
+                .map(|s| s.1)
+                .sum()
+        };
+        let waited = under("waits_on_a_timer", "off-cpu");
+        let spun = under("spin_in_named_leaf", "on-cpu");
+        assert!(
+            waited * 100 >= total_wall * 55,
+            "the 300 ms await: {waited} of {total_wall}: {samples:#?}"
+        );
+        assert!(
+            spun * 100 >= total_wall * 25,
+            "the 150 ms spin: {spun} of {total_wall}: {samples:#?}"
+        );
+        for (names, wall, _, state) in &samples {
+            if state == "other" {
+                assert_eq!(*wall, 0);
+                assert_eq!(names[0], "[outside the invocation future]");
+            } else {
+                assert_eq!(names[0], "[invocation future]", "{names:?}");
+                assert!(
+                    names.iter().any(|n| n.contains("sleepy_then_busy")),
+                    "the user's async fn is on the path: {names:?}"
+                );
+            }
+        }
+        for (names, ..) in samples.iter().filter(|s| s.3 != "other") {
+            let poll_names = names.iter().filter(|n| n.ends_with("::poll"));
+            for name in poll_names {
+                assert!(
+                    !name.starts_with('<'),
+                    "`<X as Future>::poll` is rewritten: {names:?}"
+                );
+            }
+        }
+    }
+}
