@@ -2,8 +2,12 @@
 //! the profiler and the file encoder without a Lambda invocation around them,
 //! so the benchmarks time exactly "start → body → pprof bytes".
 
+use std::future::Future;
+use std::time::Duration;
+
 use crate::pprof_file::{self, Identity};
-use crate::profiler::ActiveProfile;
+use crate::profiler::{ActiveProfile, Detail};
+use crate::wall::{Observed, Recorder};
 
 /// A running profile, as a sampled invocation starts it.
 pub struct Profiling(ActiveProfile);
@@ -35,18 +39,46 @@ impl Profiling {
     /// The profiler's or encoder's error, as text.
     pub fn finish(self) -> Result<Encoded, String> {
         let finished = self.0.finish().map_err(|err| err.to_string())?;
-        let identity = Identity {
-            trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
-            request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
-            function_name: "bench",
-            function_version: "$LATEST",
-            outcome: "ok",
-        };
-        let file = pprof_file::encode(finished.profile, finished.samples, &identity)
-            .map_err(|err| err.to_string())?;
-        Ok(Encoded {
-            gzipped: file.gzipped,
-            samples: file.samples,
-        })
+        encode(finished)
     }
+
+    /// Runs `future` as a sampled invocation in the default `wall` mode
+    /// does (polled through the waker probe, with the CPU sampler on), then
+    /// builds the profile. Returns the output, the time the future took
+    /// (what the caller waits for) and the encoded profile.
+    ///
+    /// # Errors
+    /// The profiler's or encoder's error, as text, or the future's panic.
+    pub async fn wall<F: Future>(
+        self,
+        future: F,
+    ) -> Result<(F::Output, Duration, Encoded), String> {
+        let mut recorder = Recorder::default();
+        let started = std::time::Instant::now();
+        let output = Observed::new(future, Some(&mut recorder)).await;
+        let took = started.elapsed();
+        let output = output.map_err(|_| "the future panicked".to_owned())?;
+        let recording = recorder.finish();
+        let finished = self
+            .0
+            .finish_wall(Detail::Names, &recording)
+            .map_err(|err| err.to_string())?;
+        Ok((output, took, encode(finished)?))
+    }
+}
+
+fn encode(finished: crate::profiler::FinishedProfile) -> Result<Encoded, String> {
+    let identity = Identity {
+        trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
+        request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+        function_name: "bench",
+        function_version: "$LATEST",
+        outcome: "ok",
+    };
+    let file = pprof_file::encode(finished.profile, finished.samples, &identity)
+        .map_err(|err| err.to_string())?;
+    Ok(Encoded {
+        gzipped: file.gzipped,
+        samples: file.samples,
+    })
 }

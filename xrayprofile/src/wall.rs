@@ -129,17 +129,26 @@ impl Recorder {
         }
         let stride = self.totals.stride.max(1);
         let record = self.totals.polls.is_multiple_of(stride);
-        let root = match self.root.take() {
-            Some(root) if root.wraps(cx.waker()) => root,
-            _ => probe::Root::new(cx.waker()),
-        };
-        let waker = root.waker();
-        self.root = Some(root);
-        let mut probe_cx = Context::from_waker(&waker);
+        // Polls that are not recorded get the task's own waker: leaves that
+        // already hold it keep it (`will_wake`), so they pay nothing extra.
+        let probe_waker = record.then(|| {
+            let root = match self.root.take() {
+                Some(root) if root.wraps(cx.waker()) => root,
+                _ => probe::Root::new(cx.waker()),
+            };
+            let waker = root.waker();
+            self.root = Some(root);
+            waker
+        });
         let registrations = std::mem::take(&mut self.spare);
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            probe::poll(record, registrations, || future.poll(&mut probe_cx))
-        }));
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &probe_waker {
+                Some(waker) => {
+                    let mut probe_cx = Context::from_waker(waker);
+                    probe::poll(true, registrations, || future.poll(&mut probe_cx))
+                }
+                None => probe::poll(false, registrations, || future.poll(cx)),
+            }));
         let end = Instant::now();
         let busy = end.saturating_duration_since(start);
         self.totals.polling += busy;

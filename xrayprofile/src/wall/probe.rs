@@ -123,6 +123,23 @@ pub(crate) fn poll<T>(
     let mark = 0_u8;
     // The mark must live in this frame's memory, not in a register.
     let root = std::hint::black_box(&mark) as *const u8 as usize;
+    if !capture {
+        // Not recorded: the future has the task's own waker, so no probe
+        // clone can happen; only the CPU samples need the mark.
+        let restore = Restore {
+            outer: None,
+            outer_root: crate::profiler::set_poll_root(root),
+        };
+        let output = poll();
+        drop(restore);
+        return (
+            output,
+            PollLog {
+                registrations,
+                ..PollLog::default()
+            },
+        );
+    }
     let log = PollLog {
         capture,
         root,

@@ -1,0 +1,174 @@
+//! Issue 8's benchmark: the latency of a chatty async handler profiled in
+//! `wall` mode (waker probe + CPU sampler) next to the same handler
+//! unprofiled, interleaved in one run.
+//!
+//! `cargo bench -p xrayprofile-tests --bench wall_overhead`
+//!
+//! The handler makes 100 HTTP/1.1 GETs to a loopback server (a new
+//! connection each), 2,000 round trips over tokio mpsc channels to a task
+//! that answers, and 2,000 `yield_now`s: about 4,100 polls of its future,
+//! most of which register a waker. The runtime is tokio's multi-thread one
+//! with 2 workers, as lambda_runtime's tokio main has on a 2-vCPU function.
+//! 15 runs of each, alternating; medians, and the profile's size. The
+//! latency is the handler's own (what the caller waits for); building the
+//! profile afterwards is P4's row in `docs/performance.md`.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xrayprofile::__private::bench::Profiling;
+
+const GETS: usize = 100;
+const ROUND_TRIPS: usize = 2_000;
+const YIELDS: usize = 2_000;
+const RUNS: usize = 15;
+
+async fn server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0_u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[inline(never)]
+async fn get(port: u16) -> usize {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).await.unwrap();
+    body.len()
+}
+
+#[inline(never)]
+async fn round_trips(n: usize) -> u64 {
+    let (to_echo, mut from_us) = tokio::sync::mpsc::channel::<u64>(1);
+    let (to_us, mut from_echo) = tokio::sync::mpsc::channel::<u64>(1);
+    let echo = tokio::spawn(async move {
+        while let Some(v) = from_us.recv().await {
+            if to_us.send(v + 1).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut sum = 0;
+    for i in 0..n {
+        to_echo.send(i as u64).await.unwrap();
+        sum += from_echo.recv().await.unwrap();
+    }
+    drop(to_echo);
+    let _ = echo.await;
+    sum
+}
+
+#[inline(never)]
+async fn yields(n: usize) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The chatty handler.
+async fn chatty(port: u16) -> u64 {
+    let mut total = 0;
+    for _ in 0..GETS {
+        total += get(port).await as u64;
+    }
+    total += round_trips(ROUND_TRIPS).await;
+    yields(YIELDS).await;
+    total
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let port = server().await;
+        // Warm-up: connections, the unwinder's tables, the symbolizer.
+        let _ = chatty(port).await;
+        let _ = Profiling::start().unwrap().wall(chatty(port)).await.unwrap();
+
+        let (mut plain, mut profiled, mut cpu_only) = (Vec::new(), Vec::new(), Vec::new());
+        let mut sizes = Vec::new();
+        let mut comments = String::new();
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            std::hint::black_box(chatty(port).await);
+            plain.push(started.elapsed());
+
+            let profile = Profiling::start().unwrap();
+            let started = Instant::now();
+            std::hint::black_box(chatty(port).await);
+            cpu_only.push(started.elapsed());
+            drop(profile.finish());
+
+            let profile = Profiling::start().unwrap();
+            let (out, took, encoded) = profile.wall(chatty(port)).await.unwrap();
+            std::hint::black_box(out);
+            profiled.push(took);
+            sizes.push(encoded.gzipped.len());
+            if comments.is_empty() {
+                comments = probe_comment(&encoded.gzipped);
+            }
+        }
+        let (plain, profiled, cpu_only) = (median(plain), median(profiled), median(cpu_only));
+        println!("chatty handler: {GETS} GETs, {ROUND_TRIPS} mpsc round trips, {YIELDS} yields; {RUNS} runs each, interleaved, medians");
+        println!("| variant | latency | vs unprofiled |");
+        println!("|---|---|---|");
+        println!("| unprofiled | {:.1} ms | |", ms(plain));
+        println!(
+            "| `mode = \"cpu\"`: CPU sampler only | {:.1} ms | {:+.1} % |",
+            ms(cpu_only),
+            (cpu_only.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0
+        );
+        println!(
+            "| `mode = \"wall\"`: waker probe (default unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            ms(profiled),
+            (profiled.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0
+        );
+        sizes.sort_unstable();
+        println!("profile size (gzipped): median {} bytes", sizes[sizes.len() / 2]);
+        println!("first profile's probe comments: {comments}");
+    });
+}
+
+/// The profile's `probe:` comments: how many polls were recorded.
+fn probe_comment(gzipped: &[u8]) -> String {
+    let Ok(profile) = xrayprofile_tests::pprof_view::decode(gzipped) else {
+        return String::new();
+    };
+    xrayprofile_tests::pprof_view::comments(&profile)
+        .into_iter()
+        .filter(|c| c.starts_with("probe:") || c.starts_with("wall:"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
