@@ -16,6 +16,7 @@ use xrayprofile_tests::harness::{
     BUCKET, PREFIX, Rng, Setup, assert_alive_without_panics, expected_response, invoke, request_id,
     setup,
 };
+use xrayprofile_tests::runtime_api::Invoke;
 use xrayprofile_tests::{pprof_view, trace_header, trace_root};
 
 fn binary() -> &'static Path {
@@ -44,13 +45,18 @@ async fn concurrent_invocations_are_profiled_one_at_a_time_and_all_answered() {
         let id = request_id(n);
         // CPU, then a wait: invocations overlap on the function's workers.
         let payload = json!({ "spin_ms": 2, "sleep_ms": 10, "n": n });
-        let outcome = invoke(
-            &setup_ref.api,
-            &id,
-            Some(trace_header(n, 0)),
-            payload.clone(),
-        )
-        .await;
+        // All 1,000 calls start now and queue in the Runtime API, so the
+        // last one waits for every profile before it: the dev build
+        // symbolizes each in ~0.2 s, one at a time. Allow for that rather
+        // than `invoke`'s 60 s for one invocation.
+        let call =
+            setup_ref
+                .api
+                .invoke(Invoke::new(&id, Some(trace_header(n, 0)), payload.clone()));
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(600), call)
+            .await
+            .expect("answered within 600 s")
+            .expect("the function is running");
         (id, payload, outcome)
     });
     let answers = futures_join_all(calls).await;

@@ -267,3 +267,39 @@ async fn a_handler_that_panics_after_waiting_still_writes_its_profile() {
         "the 150 ms wait before the panic is in the profile: {waited} ns"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiled_future_dropped_by_a_timeout_still_writes_its_profile() {
+    let setup = setup(fixture(), |l| l).await;
+    let id = request_id(4);
+    let outcome = invoke(
+        &setup.api,
+        &id,
+        Some(trace_header(4, SAMPLED)),
+        json!({ "case": "cancelled" }),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Response(json!({ "timed_out": true })));
+    // The upload of a dropped invocation is spawned, so it may land just
+    // after the response.
+    let key = format!("wall/{}/{id}.pprof", trace_root(4, SAMPLED));
+    let mut body = None;
+    for _ in 0..100 {
+        body = setup.s3.object(BUCKET, &key);
+        if body.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let profile = pprof_view::decode(&body.expect("the profile was uploaded")).unwrap();
+    let comments = pprof_view::comments(&profile);
+    assert!(
+        comments.contains(&"outcome=cancelled".to_owned()),
+        "{comments:?}"
+    );
+    let waited = wall_under(&rows(&profile), "sleep_on_a_tokio_timer", "off-cpu");
+    assert!(
+        waited >= 145_000_000,
+        "the open wait is charged up to the drop (150 ms): {waited} ns"
+    );
+}

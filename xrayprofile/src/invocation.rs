@@ -170,47 +170,103 @@ impl Wrapper {
         F: Future,
         F::Output: HandlerOutput,
     {
-        let Some(plan) = self.plan else {
-            return body.await;
-        };
-        let profile = match ActiveProfile::start() {
-            Ok(profile) => profile,
-            Err(err) => {
-                let hint = match err {
-                    ProfileError::Busy => {
-                        "overlapping invocations are not profiled; this one runs unprofiled"
-                    }
-                    ProfileError::Sampler(_) | ProfileError::Encode(_) => {
-                        "this invocation runs unprofiled; profiling needs SIGPROF and setitimer"
-                    }
-                };
-                tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: {hint}");
-                return body.await;
-            }
-        };
-        let mut recorder = (plan.mode == Mode::Wall).then(Recorder::default);
-        // A panic in the body is caught here and resumed below, after its
-        // profile (outcome `panic`) has been handed over.
-        let output = Observed::new(body, recorder.as_mut()).await;
-        let outcome = match &output {
-            Ok(output) if output.is_error() => "error",
-            Ok(_) => "ok",
-            Err(_) => "panic",
-        };
-        let recording = recorder.map(Recorder::finish);
-        if let Some(job) = plan.finish(profile, recording.as_ref(), outcome) {
-            // Under `xrayprofile::run` the upload waits for the response to
-            // go out; otherwise it runs here, before the response. Boxed: the
-            // upload's future (aws-sdk-s3's PutObject) is ~12 KiB, and inline
-            // it would make every invocation's future, sampled or not, that
-            // large (P1 in docs/performance.md).
-            if let Some(job) = deferred::defer(job) {
-                Box::pin(job.run()).await;
-            }
+        match self.plan {
+            None => body.await,
+            // Boxed: the sampled path's state (the recorder, the upload) would
+            // otherwise make every invocation's future that large (P1 in
+            // docs/performance.md).
+            Some(plan) => Box::pin(profiled(plan, body)).await,
         }
-        match output {
-            Ok(output) => output,
-            Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A sampled invocation: profile the body, hand the profile to the upload,
+/// return the body's output (or resume its panic).
+async fn profiled<F>(plan: Box<Plan>, body: F) -> F::Output
+where
+    F: Future,
+    F::Output: HandlerOutput,
+{
+    let profile = match ActiveProfile::start() {
+        Ok(profile) => profile,
+        Err(err) => {
+            let hint = match err {
+                ProfileError::Busy => {
+                    "overlapping invocations are not profiled; this one runs unprofiled"
+                }
+                ProfileError::Sampler(_) | ProfileError::Encode(_) => {
+                    "this invocation runs unprofiled; profiling needs SIGPROF and setitimer"
+                }
+            };
+            tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: {hint}");
+            return body.await;
+        }
+    };
+    let wall = plan.mode == Mode::Wall;
+    let mut session = Session {
+        plan: Some(plan),
+        profile: Some(profile),
+        recorder: wall.then(Recorder::default),
+    };
+    // A panic in the body is caught here and resumed below, after its
+    // profile (outcome `panic`) has been handed over.
+    let output = Observed::new(body, session.recorder.as_mut()).await;
+    let outcome = match &output {
+        Ok(output) if output.is_error() => "error",
+        Ok(_) => "ok",
+        Err(_) => "panic",
+    };
+    if let Some(job) = session.finish(outcome) {
+        // Under `xrayprofile::run` the upload waits for the response to go
+        // out; otherwise it runs here, before the response.
+        if let Some(job) = deferred::defer(job) {
+            Box::pin(job.run()).await;
+        }
+    }
+    match output {
+        Ok(output) => output,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A sampled invocation's profile in progress. If the invocation's future
+/// is dropped before the body ends (a timeout around the handler, a
+/// cancelled task), `Drop` still writes what was recorded, as `cancelled`.
+struct Session {
+    plan: Option<Box<Plan>>,
+    profile: Option<ActiveProfile>,
+    recorder: Option<Recorder>,
+}
+
+impl Session {
+    fn finish(&mut self, outcome: &'static str) -> Option<UploadJob> {
+        let plan = self.plan.take()?;
+        let profile = self.profile.take()?;
+        let recording = self.recorder.take().map(Recorder::finish);
+        plan.finish(profile, recording.as_ref(), outcome)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Never build a profile while a panic unwinds through here (a second
+        // panic would abort); dropping the profile stops the sampler.
+        if self.plan.is_none() || std::thread::panicking() {
+            return;
+        }
+        let Some(job) = self.finish("cancelled") else {
+            return;
+        };
+        let Some(job) = deferred::defer(job) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(job.run())),
+            Err(_) => tracing::warn!(
+                request_id = %job.request_id,
+                key = %job.key,
+                "profile dropped: the invocation was cancelled outside a tokio runtime, so its upload cannot start"
+            ),
         }
     }
 }

@@ -506,6 +506,80 @@ mod tests {
     }
 
     #[inline(never)]
+    async fn waits_under_a_timeout() {
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let _ = tokio::time::timeout(Duration::from_millis(80), rx).await;
+    }
+
+    #[test]
+    fn a_timeout_splits_the_wait_between_its_timer_and_the_leaf_and_keeps_the_parent() {
+        let _serial = serial();
+        let (output, recording) = record(waits_under_a_timeout());
+        assert!(output.is_ok());
+        let waiting: Vec<(StackId, u64)> = recording
+            .charges
+            .iter()
+            .filter_map(|&(c, ns)| match c {
+                Charge::Waiting(id) => Some((id, ns)),
+                _ => None,
+            })
+            .collect();
+        // Two leaves registered in the same poll: the oneshot and the
+        // timeout's timer. The wait is split between them, so the total
+        // (and the parent, which is on both stacks) stays exact.
+        assert!(waiting.len() >= 2, "{recording:?}");
+        let total: u64 = waiting.iter().map(|(_, ns)| ns).sum();
+        assert_eq!(
+            total,
+            u64::try_from(recording.totals.pending.as_nanos()).unwrap()
+        );
+        let (first, second) = (waiting[0].1, waiting[1].1);
+        assert!(first.abs_diff(second) <= first / 10 + 1_000, "{waiting:?}");
+        let a = recording.stack(waiting[0].0);
+        let b = recording.stack(waiting[1].0);
+        assert_ne!(a, b, "two different leaves");
+        // They share the frames from the parent up to the root.
+        assert_eq!(a.last(), b.last(), "same root frame");
+    }
+
+    #[test]
+    fn the_probe_unwinds_beside_the_sampler_and_restores_the_signal_mask() {
+        let _serial = serial();
+        let profile = ActiveProfile::start().unwrap();
+        let (output, recording) = record(async {
+            let mut x = 0_u64;
+            // Many registering polls with CPU work between them, at 99 Hz
+            // of SIGPROF: captures and signal handlers interleave.
+            for i in 0..3_000_u64 {
+                tokio::task::yield_now().await;
+                for _ in 0..2_000 {
+                    x = std::hint::black_box(
+                        x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i),
+                    );
+                }
+            }
+            x
+        });
+        assert!(output.is_ok());
+        let finished = profile.finish_wall(Detail::Names, &recording).unwrap();
+        assert!(
+            recording.totals.recorded_polls > 0,
+            "{:?}",
+            recording.totals
+        );
+        assert!(!finished.profile.sample.is_empty());
+        // The mask is back to what it was: SIGPROF is not left blocked.
+        // SAFETY: querying this thread's signal mask into a zeroed set.
+        #[allow(unsafe_code)]
+        let blocked = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+            libc::sigismember(&set, libc::SIGPROF)
+        };
+        assert_eq!(blocked, 0, "SIGPROF is unblocked after the probe's unwinds");
+    }
+
+    #[inline(never)]
     async fn sleepy_then_busy() -> u64 {
         waits_on_a_timer(300).await;
         crate::profiler::spin_in_named_leaf(Duration::from_millis(150))

@@ -4,7 +4,9 @@
 //! Event: `{"case": "http", "url_port": P, "cpu_ms": N}` (a GET to a slow
 //! HTTP server on loopback, then N ms of CPU), `{"case": "channels"}` (200 ms
 //! on a `futures::channel::oneshot`, then a 50 ms tokio sleep) or
-//! `{"case": "panic_while_pending"}` (waits 150 ms, then panics).
+//! `{"case": "panic_while_pending"}` (waits 150 ms, then panics) or
+//! `{"case": "cancelled"}` (the profiled function waits 10 s but is dropped
+//! by a 150 ms timeout around it).
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,24 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xrayprofile::xrayprofile;
 
-#[xrayprofile(threshold = 65535, bucket = "fixture-profiles", prefix = "wall")]
+/// Not annotated itself: the `cancelled` case needs the profiled function
+/// inside a timeout.
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    if event.payload.get("case").and_then(Value::as_str) == Some("cancelled") {
+        let outcome = tokio::time::timeout(Duration::from_millis(150), waits_too_long(event)).await;
+        return Ok(json!({ "timed_out": outcome.is_err() }));
+    }
+    profiled(event).await
+}
+
+#[xrayprofile(threshold = 65535, bucket = "fixture-profiles", prefix = "wall")]
+async fn waits_too_long(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    sleep_on_a_tokio_timer(Duration::from_secs(10)).await;
+    Ok(event.payload)
+}
+
+#[xrayprofile(threshold = 65535, bucket = "fixture-profiles", prefix = "wall")]
+async fn profiled(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let payload = event.payload;
     match payload.get("case").and_then(Value::as_str) {
         Some("http") => {
