@@ -62,6 +62,7 @@ mod bench_support;
 mod config;
 mod deferred;
 mod invocation;
+mod layer;
 mod limit;
 mod pprof_file;
 mod profiler;
@@ -71,6 +72,7 @@ mod trace;
 mod upload;
 
 pub use invocation::Invocation;
+pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
 
 /// Profiles a sampled share of a Lambda handler's invocations.

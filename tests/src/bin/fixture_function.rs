@@ -11,14 +11,20 @@
 //! `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once when that is set above 1
 //! and is the same sequential loop as `run` otherwise.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent, Runtime, service_fn};
 use serde_json::{Value, json};
-use xrayprofile::xrayprofile;
+use xrayprofile::{ProfileLayer, xrayprofile};
 
 /// The handler under test. The attribute's values are the defaults; tests
 /// override them through `XRAYPROFILE_*` variables when they need to.
 #[xrayprofile(threshold = 655, bucket = "fixture-profiles", prefix = "fixture")]
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    respond(event).await
+}
+
+/// What the fixture does with an event, profiled or not; [`ProfileLayer`]
+/// runs it unannotated (the attribute would profile it a second time).
+async fn respond(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let spin_ms = event
         .payload
         .get("spin_ms")
@@ -93,10 +99,18 @@ async fn fixture_stress() -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     xrayprofile_tests::function::init_logging();
-    // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point.
-    if std::env::var("FIXTURE_ENTRY").as_deref() == Ok("xrayprofile") {
-        xrayprofile::run(service_fn(handler)).await
-    } else {
-        lambda_runtime::run_concurrent(service_fn(handler)).await
+    // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point;
+    // FIXTURE_ENTRY=layer profiles through `ProfileLayer` on a plain handler,
+    // with the attribute's values.
+    match std::env::var("FIXTURE_ENTRY").as_deref() {
+        Ok("xrayprofile") => xrayprofile::run(service_fn(handler)).await,
+        Ok("layer") => {
+            let layer = ProfileLayer::new()
+                .threshold(655)
+                .bucket("fixture-profiles")
+                .prefix("fixture");
+            Runtime::new(service_fn(respond)).layer(layer).run().await
+        }
+        _ => lambda_runtime::run_concurrent(service_fn(handler)).await,
     }
 }
