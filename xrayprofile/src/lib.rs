@@ -22,6 +22,10 @@
 //! }
 //! ```
 //!
+//! Functions that configure lambda_runtime's `Runtime` in code can use
+//! [`ProfileLayer`] instead, with the same settings; [`run`] replaces
+//! `lambda_runtime::run` to move the upload after the response.
+//!
 //! # Arguments
 //!
 //! | argument | meaning | default | environment override |

@@ -5,7 +5,8 @@
 //! [`fixture_hot_loop`]), `sleep_ms` (then await a timer this long, so
 //! concurrent invocations overlap), `stress_ms` (for this long, allocate,
 //! format, unwind a caught panic and spawn tasks: what the signal-safety test
-//! samples), `fail` (return `Err`), `panic` (panic).
+//! samples), `fail` (return `Err`), `panic` (panic), `stamp` (add
+//! `returned_at_us`, the wall-clock time the body returned, to the response).
 //!
 //! It runs with `lambda_runtime::run_concurrent`, which polls for
 //! `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once when that is set above 1
@@ -46,9 +47,14 @@ async fn respond(event: LambdaEvent<Value>) -> Result<Value, Error> {
     if event.payload.get("fail").and_then(Value::as_bool) == Some(true) {
         return Err("fixture handler failed on purpose".into());
     }
-    Ok(
-        json!({ "echo": event.payload, "request_id": event.context.request_id, "checksum": checksum > 0 }),
-    )
+    let mut response = json!({ "echo": event.payload, "request_id": event.context.request_id, "checksum": checksum > 0 });
+    if event.payload.get("stamp").and_then(Value::as_bool) == Some(true) {
+        // The last thing the body does, so the response-latency bench can
+        // measure from here to the response's arrival at the Runtime API.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        response["returned_at_us"] = json!(now.map(|d| d.as_micros() as u64).unwrap_or(0));
+    }
+    Ok(response)
 }
 
 /// Burns `duration` of this thread's CPU time; its name is what the tests
