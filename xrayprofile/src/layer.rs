@@ -65,6 +65,10 @@ use crate::invocation::{Site, Wrapper};
 /// `outcome=ok`; `outcome=error` means the answer could not be posted. Use
 /// the attribute when profiles must be told apart by the handler's result.
 ///
+/// The runtime's invocation future must be `Send + 'static`, as it is for
+/// `service_fn` handlers whose futures are `Send` (what `run_concurrent`
+/// requires too): a sampled invocation's future is boxed.
+///
 /// Each application of the layer (`Runtime::layer` calls [`Layer::layer`]
 /// once) keeps its settings for the life of the process, a few dozen bytes:
 /// the profiling wrapper reads them from `'static` memory, as the
