@@ -65,6 +65,10 @@ use crate::invocation::{Site, Wrapper};
 /// `outcome=ok`; `outcome=error` means the answer could not be posted. Use
 /// the attribute when profiles must be told apart by the handler's result.
 ///
+/// Give it an unannotated handler: with `#[xrayprofile]` too, each sampled
+/// invocation would start two profiles, and the second is refused (logged as
+/// an overlap).
+///
 /// The runtime's invocation future must be `Send + 'static`, as it is for
 /// `service_fn` handlers whose futures are `Send` (what `run_concurrent`
 /// requires too): a sampled invocation's future is boxed.
