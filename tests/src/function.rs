@@ -179,6 +179,36 @@ impl Function {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Sends SIGTERM, as Lambda does to the runtime at shutdown when an
+    /// extension is registered.
+    ///
+    /// # Errors
+    /// If the process is gone or `kill` cannot be run.
+    pub fn terminate(&self) -> std::io::Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the process has exited"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -TERM {pid}: {status}")))
+        }
+    }
+
+    /// Waits for the process to exit, for at most 10 s (a hang guard, not a
+    /// timing assertion); `None` if it is still running.
+    pub async fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let wait = self.child.wait();
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// Stops the process.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

@@ -102,6 +102,7 @@ struct Shared {
     extension_events: Mutex<mpsc::UnboundedReceiver<serde_json::Value>>,
     extension_queue: mpsc::UnboundedSender<serde_json::Value>,
     extension_registered: std::sync::atomic::AtomicBool,
+    extension_broken: std::sync::atomic::AtomicBool,
     queue: Mutex<mpsc::UnboundedReceiver<Queued>>,
     waiting: std::sync::Mutex<HashMap<String, Waiter>>,
 }
@@ -128,6 +129,7 @@ impl RuntimeApi {
             extension_events: Mutex::new(extension_rx),
             extension_queue,
             extension_registered: std::sync::atomic::AtomicBool::new(false),
+            extension_broken: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(rx),
             waiting: std::sync::Mutex::new(HashMap::new()),
         });
@@ -158,6 +160,15 @@ impl RuntimeApi {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default()
+    }
+
+    /// Breaks the Extensions API's `event/next` (an HTTP 500 with a body that
+    /// is not an event), or mends it: what an extension sees when Lambda's
+    /// agent fails. Registration keeps working.
+    pub fn break_extension_next(&self, broken: bool) {
+        self.shared
+            .extension_broken
+            .store(broken, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -223,6 +234,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     }
     if path == "/2020-01-01/extension/event/next" {
         record(&shared, "extension_next", None);
+        if shared
+            .extension_broken
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "agent failure"));
+        }
         let event = shared.extension_events.lock().await.recv().await;
         return Ok(match event {
             Some(event) => reply(StatusCode::OK, event.to_string()),

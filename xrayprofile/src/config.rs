@@ -324,6 +324,17 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// The threshold that profiles the share `rate` of invocations,
+/// `ceil(rate × 65536) − 1` (0.01 → 655, 1.0 → 65535), as the attribute's
+/// `sample_rate` computes it; `None` unless `0.0 < rate <= 1.0`.
+pub(crate) fn threshold_from_rate(rate: f64) -> Option<u16> {
+    if !(rate > 0.0 && rate <= 1.0) {
+        return None;
+    }
+    // In 0..=65535 by the check above: `as` cannot saturate here.
+    u16::try_from((rate * 65536.0).ceil() as i64 - 1).ok()
+}
+
 /// Which S3 bucket naming rule `name` breaks, if any.
 pub(crate) fn bucket_name_problem(name: &str) -> Option<&'static str> {
     let bytes = name.as_bytes();
@@ -559,6 +570,17 @@ mod tests {
         });
         assert_eq!(problems.len(), 1);
         assert_eq!(overrides.threshold, None);
+    }
+
+    #[test]
+    fn sample_rate_becomes_the_attributes_threshold() {
+        assert_eq!(threshold_from_rate(0.01), Some(655));
+        assert_eq!(threshold_from_rate(0.1), Some(6553));
+        assert_eq!(threshold_from_rate(1.0), Some(65535));
+        assert_eq!(threshold_from_rate(1e-9), Some(0));
+        for bad in [0.0, -0.5, 1.0001, f64::NAN, f64::INFINITY] {
+            assert_eq!(threshold_from_rate(bad), None, "{bad}");
+        }
     }
 
     #[test]

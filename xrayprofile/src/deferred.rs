@@ -13,7 +13,11 @@
 //!    ([`wait_until_idle`]), bounded by the invocation's deadline.
 //!
 //! Without [`crate::run`] nothing here is enabled and [`defer`] hands the
-//! job back, so the wrapper uploads inline as before.
+//! job back, so the wrapper uploads inline as before; [`disable`] returns to
+//! that when the extension stops.
+//!
+//! At shutdown (SIGTERM) [`flush`] starts whatever still waits and gives the
+//! uploads a short budget, then names the profiles that did not make it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,11 +44,23 @@ static ANSWERED: AtomicU64 = AtomicU64::new(0);
 /// INVOKE events the extension has received.
 static INVOKES_SEEN: AtomicU64 = AtomicU64::new(0);
 
-/// Jobs waiting for their response, and the number of uploads running.
+/// Jobs waiting for their response, and the keys of the uploads running.
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<UploadJob>,
-    running: usize,
+    running: Vec<String>,
+}
+
+impl Queue {
+    fn pending(&self) -> usize {
+        self.waiting.len() + self.running.len()
+    }
+
+    /// Every profile not yet stored, waiting or uploading.
+    fn pending_keys(&self) -> Vec<String> {
+        let waiting = self.waiting.iter().map(|j| j.key.to_string());
+        waiting.chain(self.running.iter().cloned()).collect()
+    }
 }
 
 fn queue() -> &'static Mutex<Queue> {
@@ -68,6 +84,12 @@ pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Release);
 }
 
+/// Turns deferred uploads off again: the extension that keeps the
+/// environment awake for them has stopped, so later profiles upload inline.
+pub(crate) fn disable() {
+    ENABLED.store(false, Ordering::Release);
+}
+
 /// Queues `job` until its invocation's response is sent. Hands the job back
 /// when deferred uploads are off, so the caller uploads it inline.
 pub(crate) fn defer(job: UploadJob) -> Option<UploadJob> {
@@ -78,13 +100,11 @@ pub(crate) fn defer(job: UploadJob) -> Option<UploadJob> {
         return Some(job);
     };
     let waiting_bytes: usize = queue.waiting.iter().map(|j| j.body.len()).sum();
-    if queue.waiting.len() + queue.running >= MAX_PENDING
-        || waiting_bytes + job.body.len() > MAX_PENDING_BYTES
-    {
+    if queue.pending() >= MAX_PENDING || waiting_bytes + job.body.len() > MAX_PENDING_BYTES {
         tracing::warn!(
             request_id = %job.request_id,
             key = %job.key,
-            pending = queue.waiting.len() + queue.running,
+            pending = queue.pending(),
             "profile dropped: too many uploads are already pending; lower XRAYPROFILE_THRESHOLD or check why uploads are slow"
         );
         return None;
@@ -102,22 +122,57 @@ pub(crate) fn response_sent(request_id: &str) {
                 .drain(..)
                 .partition(|job| job.request_id == request_id);
             queue.waiting = rest;
-            queue.running += ready.len();
             ready.into()
         }
         Err(_) => Vec::new(),
     };
-    for job in ready {
+    start(ready);
+    ANSWERED.fetch_add(1, Ordering::AcqRel);
+    bump();
+}
+
+/// Spawns `jobs`, tracking each as running until it ends.
+fn start(jobs: Vec<UploadJob>) {
+    if let Ok(mut queue) = queue().lock() {
+        queue
+            .running
+            .extend(jobs.iter().map(|job| job.key.to_string()));
+    }
+    for job in jobs {
         tokio::spawn(async move {
+            let key = job.key.to_string();
             job.run().await;
-            if let Ok(mut queue) = queue().lock() {
-                queue.running = queue.running.saturating_sub(1);
+            if let Ok(mut queue) = queue().lock()
+                && let Some(at) = queue.running.iter().position(|k| *k == key)
+            {
+                queue.running.swap_remove(at);
             }
             bump();
         });
     }
-    ANSWERED.fetch_add(1, Ordering::AcqRel);
-    bump();
+}
+
+/// At shutdown: starts every upload still waiting for its response (the
+/// response will not come now) and waits up to `budget` for all uploads to
+/// end. Returns the keys of the profiles still not stored, which the caller
+/// reports as dropped.
+pub(crate) async fn flush(budget: Duration) -> Vec<String> {
+    let mut changed = changes().subscribe();
+    let waiting: Vec<UploadJob> = queue()
+        .lock()
+        .map(|mut q| q.waiting.drain(..).collect())
+        .unwrap_or_default();
+    start(waiting);
+    let idle = async {
+        loop {
+            let busy = queue().lock().map(|q| q.pending() > 0).unwrap_or(false);
+            if !busy || changed.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(budget, idle).await;
+    queue().lock().map(|q| q.pending_keys()).unwrap_or_default()
 }
 
 /// The extension's answer to one INVOKE event: returns once that invocation
@@ -129,10 +184,7 @@ pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
     let idle = async {
         loop {
             let answered = ANSWERED.load(Ordering::Acquire) >= invocation;
-            let busy = queue()
-                .lock()
-                .map(|q| !q.waiting.is_empty() || q.running > 0)
-                .unwrap_or(false);
+            let busy = queue().lock().map(|q| q.pending() > 0).unwrap_or(false);
             if answered && !busy {
                 return;
             }
@@ -147,10 +199,7 @@ pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
             left.saturating_sub(EXTENSION_MARGIN)
         });
     if tokio::time::timeout(budget, idle).await.is_err() {
-        let keys: Vec<String> = queue()
-            .lock()
-            .map(|q| q.waiting.iter().map(|j| j.key.to_string()).collect())
-            .unwrap_or_default();
+        let keys = queue().lock().map(|q| q.pending_keys()).unwrap_or_default();
         tracing::warn!(
             ?keys,
             "the invocation deadline arrived with profile uploads still pending; they may be lost when Lambda freezes the environment; raise the function timeout"

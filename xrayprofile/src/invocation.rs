@@ -163,6 +163,11 @@ impl Wrapper {
         }
     }
 
+    /// Whether this invocation will be profiled.
+    pub fn is_sampled(&self) -> bool {
+        self.plan.is_some()
+    }
+
     /// Runs `body`, profiling it if this invocation was sampled, and returns
     /// its output unchanged.
     pub async fn run<F>(self, body: F) -> F::Output

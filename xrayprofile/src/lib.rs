@@ -22,6 +22,10 @@
 //! }
 //! ```
 //!
+//! Functions that configure lambda_runtime's `Runtime` in code can use
+//! [`ProfileLayer`] instead, with the same settings; [`run`] replaces
+//! `lambda_runtime::run` to move the upload after the response.
+//!
 //! # Arguments
 //!
 //! | argument | meaning | default | environment override |
@@ -66,6 +70,7 @@ mod bench_support;
 mod config;
 mod deferred;
 mod invocation;
+mod layer;
 mod limit;
 mod pprof_file;
 mod profiler;
@@ -75,7 +80,9 @@ mod trace;
 mod upload;
 mod wall;
 
+pub use config::Mode;
 pub use invocation::Invocation;
+pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
 
 /// Profiles a sampled share of a Lambda handler's invocations.

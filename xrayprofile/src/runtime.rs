@@ -27,7 +27,15 @@ use crate::deferred;
 /// but the upload runs before the response is sent.
 ///
 /// If the extension cannot register (for example outside Lambda), this logs
-/// once and runs the plain runtime with inline uploads.
+/// once and runs the plain runtime with inline uploads. If it stops later (an
+/// Extensions API failure), this logs once and keeps serving, with inline
+/// uploads from then on: the function never fails because of the extension.
+///
+/// **Shutdown.** With the extension registered, Lambda sends the runtime
+/// SIGTERM before shutting the environment down and kills it about 500 ms
+/// later. `run` then gives uploads still pending up to 300 ms to finish,
+/// logs the keys of any it had to drop, and returns `Ok(())`, so `main`
+/// returns and the process exits before the kill.
 ///
 /// ```no_run
 /// use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -76,8 +84,14 @@ where
     match registered {
         Ok(extension) => {
             deferred::enable();
+            // Installed now, so a SIGTERM from here on is ours to handle.
+            let terminate = sigterm();
             let runtime = runtime.layer(ResponseSentLayer);
-            tokio::try_join!(runtime.run(), extension.run()).map(drop)
+            tokio::select! {
+                result = runtime.run() => result,
+                () = keep_extension(extension.run()) => Ok(()),
+                () = shut_down(terminate) => Ok(()),
+            }
         }
         Err(err) => {
             tracing::warn!(
@@ -86,6 +100,67 @@ where
             );
             runtime.run().await
         }
+    }
+}
+
+/// What Lambda leaves a runtime with an internal extension between SIGTERM
+/// and SIGKILL is 500 ms; the flush takes at most this, leaving time to log
+/// and exit.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(300);
+
+/// Runs the extension; if it stops, the function goes on without it.
+///
+/// The extension's loop ends only on an Extensions API failure. That must
+/// not stop the runtime (our extension would take the function down), so
+/// uploads go back to running before the response, which needs no
+/// extension, and this future never completes.
+async fn keep_extension(extension: impl Future<Output = Result<(), Error>>) {
+    let err = match extension.await {
+        Ok(()) => "its event loop ended".into(),
+        Err(err) => err.to_string(),
+    };
+    deferred::disable();
+    tracing::warn!(
+        error = %err,
+        "the xrayprofile extension stopped, so profile uploads now run before each response and Lambda may wait for the extension until the invocation times out; check the Lambda Extensions API and report this error"
+    );
+    std::future::pending::<()>().await;
+}
+
+/// Listens for SIGTERM; `None` (logged) when the signal cannot be handled,
+/// and then Lambda's SIGTERM ends the process as it would without us.
+fn sigterm() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(error = %err, "SIGTERM is not handled, so profile uploads pending at shutdown are lost without a log line; build the tokio runtime with `enable_all()`");
+            None
+        }
+    }
+}
+
+/// Completes after SIGTERM, once pending uploads are stored or
+/// [`SHUTDOWN_FLUSH`] has passed; never without a signal. Lambda sends
+/// SIGTERM to the runtime at shutdown because our extension is registered,
+/// and kills the process soon after, so `run` then returns and lets the
+/// process exit on its own terms.
+async fn shut_down(terminate: Option<tokio::signal::unix::Signal>) {
+    let Some(mut terminate) = terminate else {
+        return std::future::pending().await;
+    };
+    if terminate.recv().await.is_none() {
+        return std::future::pending().await;
+    }
+    let dropped = deferred::flush(SHUTDOWN_FLUSH).await;
+    if dropped.is_empty() {
+        tracing::debug!("SIGTERM: no profile upload pending; shutting down");
+    } else {
+        tracing::warn!(
+            keys = ?dropped,
+            "SIGTERM: {} profile(s) dropped, their uploads did not finish in the {} ms shutdown window; check why uploads to S3 are slow",
+            dropped.len(),
+            SHUTDOWN_FLUSH.as_millis(),
+        );
     }
 }
 

@@ -5,20 +5,27 @@
 //! [`fixture_hot_loop`]), `sleep_ms` (then await a timer this long, so
 //! concurrent invocations overlap), `stress_ms` (for this long, allocate,
 //! format, unwind a caught panic and spawn tasks: what the signal-safety test
-//! samples), `fail` (return `Err`), `panic` (panic).
+//! samples), `fail` (return `Err`), `panic` (panic), `stamp` (add
+//! `returned_at_us`, the wall-clock time the body returned, to the response).
 //!
 //! It runs with `lambda_runtime::run_concurrent`, which polls for
 //! `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once when that is set above 1
 //! and is the same sequential loop as `run` otherwise.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent, Runtime, service_fn};
 use serde_json::{Value, json};
-use xrayprofile::xrayprofile;
+use xrayprofile::{ProfileLayer, xrayprofile};
 
 /// The handler under test. The attribute's values are the defaults; tests
 /// override them through `XRAYPROFILE_*` variables when they need to.
 #[xrayprofile(threshold = 655, bucket = "fixture-profiles", prefix = "fixture")]
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+    respond(event).await
+}
+
+/// What the fixture does with an event, profiled or not; [`ProfileLayer`]
+/// runs it unannotated (the attribute would profile it a second time).
+async fn respond(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let spin_ms = event
         .payload
         .get("spin_ms")
@@ -40,9 +47,14 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     if event.payload.get("fail").and_then(Value::as_bool) == Some(true) {
         return Err("fixture handler failed on purpose".into());
     }
-    Ok(
-        json!({ "echo": event.payload, "request_id": event.context.request_id, "checksum": checksum > 0 }),
-    )
+    let mut response = json!({ "echo": event.payload, "request_id": event.context.request_id, "checksum": checksum > 0 });
+    if event.payload.get("stamp").and_then(Value::as_bool) == Some(true) {
+        // The last thing the body does, so the response-latency bench can
+        // measure from here to the response's arrival at the Runtime API.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        response["returned_at_us"] = json!(now.map(|d| d.as_micros() as u64).unwrap_or(0));
+    }
+    Ok(response)
 }
 
 /// Burns `duration` of this thread's CPU time; its name is what the tests
@@ -93,10 +105,18 @@ async fn fixture_stress() -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     xrayprofile_tests::function::init_logging();
-    // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point.
-    if std::env::var("FIXTURE_ENTRY").as_deref() == Ok("xrayprofile") {
-        xrayprofile::run(service_fn(handler)).await
-    } else {
-        lambda_runtime::run_concurrent(service_fn(handler)).await
+    // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point;
+    // FIXTURE_ENTRY=layer profiles through `ProfileLayer` on a plain handler,
+    // with the attribute's values.
+    match std::env::var("FIXTURE_ENTRY").as_deref() {
+        Ok("xrayprofile") => xrayprofile::run(service_fn(handler)).await,
+        Ok("layer") => {
+            let layer = ProfileLayer::new()
+                .threshold(655)
+                .bucket("fixture-profiles")
+                .prefix("fixture");
+            Runtime::new(service_fn(respond)).layer(layer).run().await
+        }
+        _ => lambda_runtime::run_concurrent(service_fn(handler)).await,
     }
 }
