@@ -166,7 +166,7 @@ impl Wrapper {
         let Some(plan) = self.plan else {
             return body.await;
         };
-        let profile = match ActiveProfile::start() {
+        let profile = match ActiveProfile::start_for(plan.detail) {
             Ok(profile) => profile,
             Err(err) => {
                 let hint = match err {
