@@ -190,7 +190,7 @@ impl Wrapper {
             // it would make every invocation's future, sampled or not, that
             // large (P1 in docs/performance.md).
             if let Some(job) = deferred::defer(job) {
-                Box::pin(job.run()).await;
+                job.run_boxed().await;
             }
         }
         output
