@@ -31,7 +31,7 @@ struct Row {
     peak_kib: i64,
     after_kib: i64,
     ready: Duration,
-    gz_bytes: usize,
+    gzipped: Vec<u8>,
     samples: i64,
 }
 
@@ -64,7 +64,7 @@ fn sampled(chunks: u64, warm_up: bool) -> Row {
         peak_kib: peak as i64 - base as i64,
         after_kib: after as i64 - base as i64,
         ready,
-        gz_bytes: encoded.gzipped.len(),
+        gzipped: encoded.gzipped,
         samples: encoded.samples,
     }
 }
@@ -84,6 +84,13 @@ fn main() {
     let warm_up = std::env::var("XRAYPROFILE_BENCH_WARM_UP").map_or(true, |v| v != "0");
     let (unprofiled_peak, unprofiled_body) = unprofiled(chunks);
     let rows: Vec<Row> = (0..10).map(|_| sampled(chunks, warm_up)).collect();
+    // To see what a slow one symbolized: `go tool pprof -traces <dir>/1.pprof`.
+    if let Some(dir) = std::env::var_os("XRAYPROFILE_BENCH_SAVE") {
+        for (i, row) in rows.iter().enumerate() {
+            let path = std::path::Path::new(&dir).join(format!("{}.pprof", i + 1));
+            std::fs::write(path, &row.gzipped).unwrap();
+        }
+    }
     let end_rss = workload::status_kib("VmRSS");
     println!(
         "P3/P4 one sampled invocation, 200 ms CPU-bound body (process RSS before: {:.1} MiB)",
@@ -112,7 +119,7 @@ fn main() {
             row.after_kib as f64 / 1024.0,
             row.ready.as_secs_f64() * 1e3,
             row.samples,
-            row.gz_bytes
+            row.gzipped.len()
         );
     }
     println!(
@@ -124,11 +131,24 @@ fn main() {
         black_box(workload::work_handler(chunks * 10));
         profile.finish().unwrap()
     };
+    let addresses = |chunks| {
+        let profile = start(warm_up);
+        black_box(workload::work_handler(chunks));
+        profile.finish_addresses().unwrap()
+    };
+    let (short_addresses, long_addresses) = (addresses(chunks), addresses(chunks * 10));
     println!(
         "Profile size: 200 ms body: {} bytes gz ({} samples); 2 s body: {} bytes gz ({} samples)",
-        rows[rows.len() - 1].gz_bytes,
+        rows[rows.len() - 1].gzipped.len(),
         rows[rows.len() - 1].samples,
         long.gzipped.len(),
         long.samples
+    );
+    println!(
+        "Address-level profile size: 200 ms body: {} bytes gz ({} samples); 2 s body: {} bytes gz ({} samples)",
+        short_addresses.gzipped.len(),
+        short_addresses.samples,
+        long_addresses.gzipped.len(),
+        long_addresses.samples
     );
 }

@@ -3,7 +3,7 @@
 //! so the benchmarks time exactly "start → body → pprof bytes".
 
 use crate::pprof_file::{self, Identity};
-use crate::profiler::ActiveProfile;
+use crate::profiler::{ActiveProfile, Detail, FinishedProfile, ProfileError};
 
 /// A running profile, as a sampled invocation starts it.
 pub struct Profiling(ActiveProfile);
@@ -45,19 +45,32 @@ impl Profiling {
     /// # Errors
     /// The profiler's or encoder's error, as text.
     pub fn finish(self) -> Result<Encoded, String> {
-        let finished = self.0.finish().map_err(|err| err.to_string())?;
-        let identity = Identity {
-            trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
-            request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
-            function_name: "bench",
-            function_version: "$LATEST",
-            outcome: "ok",
-        };
-        let file =
-            pprof_file::encode(finished.profile, &identity).map_err(|err| err.to_string())?;
-        Ok(Encoded {
-            gzipped: file.gzipped,
-            samples: file.samples,
-        })
+        encode(self.0.finish())
     }
+
+    /// Like [`Profiling::finish`], writing an address-level profile
+    /// (`XRAYPROFILE_SYMBOLIZE=false`) instead of names.
+    ///
+    /// # Errors
+    /// The profiler's or encoder's error, as text.
+    pub fn finish_addresses(self) -> Result<Encoded, String> {
+        encode(self.0.finish_with(Detail::Addresses))
+    }
+}
+
+/// Encodes a finished profile as a sampled invocation stores it.
+fn encode(finished: Result<FinishedProfile, ProfileError>) -> Result<Encoded, String> {
+    let finished = finished.map_err(|err| err.to_string())?;
+    let identity = Identity {
+        trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
+        request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
+        function_name: "bench",
+        function_version: "$LATEST",
+        outcome: "ok",
+    };
+    let file = pprof_file::encode(finished.profile, &identity).map_err(|err| err.to_string())?;
+    Ok(Encoded {
+        gzipped: file.gzipped,
+        samples: file.samples,
+    })
 }

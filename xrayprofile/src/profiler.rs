@@ -184,17 +184,19 @@ impl ActiveProfile {
         // backtrace-rs keeps what it parsed to name addresses. Kept, later
         // profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with
         // line tables); but it grows with the binary's debug info. So keep
-        // it only while it is small: if symbolizing grew RSS by more than
-        // SYMBOL_CACHE_LIMIT_KIB, give it back (docs/performance.md, P3/P4).
+        // it only while it is small: if warming and symbolizing grew RSS by
+        // more than SYMBOL_CACHE_LIMIT_KIB, give it back, on a background
+        // thread since freeing it takes milliseconds (docs/performance.md,
+        // P3/P4).
         if detail == Detail::Names {
             let growth = resident_before
                 .zip(resident_kib())
                 .map_or(0, |(before, after)| after.saturating_sub(before));
-            let keep = warm_growth.saturating_add(growth) <= SYMBOL_CACHE_LIMIT_KIB;
-            if !keep {
-                backtrace::clear_symbol_cache();
+            if warm_growth.saturating_add(growth) <= SYMBOL_CACHE_LIMIT_KIB {
+                warm::cache_kept();
+            } else {
+                warm::drop_cache();
             }
-            warm::cache_kept(keep);
         }
         Ok(FinishedProfile { profile, duration })
     }
@@ -335,8 +337,7 @@ mod tests {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         wait_for_warm_ups();
-        backtrace::clear_symbol_cache();
-        warm::cache_kept(false);
+        warm::forget_cache();
         let profile = ActiveProfile::start().unwrap();
         assert!(profile.warm_up.is_some(), "a cold cache is warmed up");
         spin_in_named_leaf(std::time::Duration::from_millis(300));
@@ -350,7 +351,8 @@ mod tests {
             );
         }
         // Whether `finish` kept the cache depends on this binary's debug info.
-        warm::cache_kept(true);
+        wait_for_warm_ups();
+        warm::cache_kept();
         let again = ActiveProfile::start().unwrap();
         assert!(again.warm_up.is_none(), "a kept cache is not warmed again");
     }

@@ -10,9 +10,11 @@
 //! handler's crate, which the samples mostly share) on a plain
 //! `std::thread`, whose samples the sampler skips: its CPU time is the
 //! profiler's, not the handler's. [`WarmUp::wait`] joins it before the
-//! profile is symbolized.
+//! profile is symbolized. When a profile leaves the cache too large to keep,
+//! [`drop_cache`] frees it on such a thread too.
 
 use std::ffi::c_void;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
@@ -21,8 +23,12 @@ use super::signal;
 /// Whether backtrace-rs' cache holds what earlier profiles parsed: set when a
 /// profile kept the cache, cleared when it was dropped.
 static CACHE_WARM: AtomicBool = AtomicBool::new(false);
-/// Set while a warm-up thread runs, so at most one does.
-static WARMING: AtomicBool = AtomicBool::new(false);
+/// Set while a warm-up or cache-dropping thread runs, so at most one does
+/// (and holds the sampler's one excluded-thread slot).
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// The thread [`drop_cache`] started, until the next warm-up waits for it.
+static DROPPING: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 
 /// Frames of the starting stack to resolve: the whole stack of a
 /// lambda_runtime handler (about 30 frames) fits.
@@ -37,7 +43,19 @@ pub(super) struct WarmUp {
 /// Starts resolving the calling thread's stack in the background, unless the
 /// cache is warm or a warm-up is already running.
 pub(super) fn start() -> Option<WarmUp> {
-    if CACHE_WARM.load(Ordering::Acquire) || WARMING.swap(true, Ordering::AcqRel) {
+    if CACHE_WARM.load(Ordering::Acquire) {
+        return None;
+    }
+    // A drop still running (it takes ~2 ms) would leave this invocation
+    // cold; on Lambda the previous upload has long outlasted it.
+    let dropping = DROPPING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(thread) = dropping {
+        let _ = thread.join();
+    }
+    if BUSY.load(Ordering::Acquire) {
         return None;
     }
     let mut addresses: Vec<usize> = Vec::with_capacity(WARM_FRAMES);
@@ -45,28 +63,16 @@ pub(super) fn start() -> Option<WarmUp> {
         addresses.push(frame.ip() as usize);
         addresses.len() < WARM_FRAMES
     });
-    let spawned = std::thread::Builder::new()
-        .name("xrayprofile-symbols".to_owned())
-        .spawn(move || {
-            let excluded = signal::exclude_current_thread();
-            let before = super::resident_kib();
-            for address in addresses {
-                backtrace::resolve(address as *mut c_void, |_| {});
-            }
-            let growth = before
-                .zip(super::resident_kib())
-                .map(|(before, after)| after.saturating_sub(before));
-            drop(excluded);
-            WARMING.store(false, Ordering::Release);
-            growth
-        });
-    match spawned {
-        Ok(thread) => Some(WarmUp { thread }),
-        Err(_) => {
-            WARMING.store(false, Ordering::Release);
-            None
+    let thread = spawn_unsampled(move || {
+        let before = super::resident_kib();
+        for address in addresses {
+            backtrace::resolve(address as *mut c_void, |_| {});
         }
-    }
+        before
+            .zip(super::resident_kib())
+            .map(|(before, after)| after.saturating_sub(before))
+    })?;
+    Some(WarmUp { thread })
 }
 
 impl WarmUp {
@@ -77,14 +83,59 @@ impl WarmUp {
     }
 }
 
-/// Records whether the symbol cache was kept after a profile, so the next
-/// sampled invocation warms it up only when it is cold.
-pub(super) fn cache_kept(kept: bool) {
-    CACHE_WARM.store(kept, Ordering::Release);
+/// Records that the symbol cache was kept after a profile, so the next
+/// sampled invocation does not warm it up again.
+pub(super) fn cache_kept() {
+    CACHE_WARM.store(true, Ordering::Release);
 }
 
-/// Whether a warm-up thread is running.
+/// Drops backtrace-rs' cache, on a background thread: freeing what a binary
+/// with line tables parsed takes 1.6-2.5 ms (docs/performance.md, P4),
+/// which would otherwise sit between the handler's return and its profile.
+pub(super) fn drop_cache() {
+    CACHE_WARM.store(false, Ordering::Release);
+    match spawn_unsampled(backtrace::clear_symbol_cache) {
+        Some(thread) => {
+            *DROPPING
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
+        }
+        None => backtrace::clear_symbol_cache(),
+    }
+}
+
+/// Runs `work` on a new thread whose samples the sampler skips; `None` if
+/// another such thread is running or none could be spawned.
+fn spawn_unsampled<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<JoinHandle<T>> {
+    if BUSY.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("xrayprofile-symbols".to_owned())
+        .spawn(move || {
+            let excluded = signal::exclude_current_thread();
+            let out = work();
+            drop(excluded);
+            BUSY.store(false, Ordering::Release);
+            out
+        });
+    if spawned.is_err() {
+        BUSY.store(false, Ordering::Release);
+    }
+    spawned.ok()
+}
+
+/// Whether a warm-up or cache-dropping thread is running.
 #[cfg(test)]
 pub(super) fn running() -> bool {
-    WARMING.load(Ordering::Acquire)
+    BUSY.load(Ordering::Acquire)
+}
+
+/// Forgets that the cache is warm, so the next profile warms it up.
+#[cfg(test)]
+pub(super) fn forget_cache() {
+    backtrace::clear_symbol_cache();
+    CACHE_WARM.store(false, Ordering::Release);
 }
