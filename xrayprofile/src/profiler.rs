@@ -275,7 +275,18 @@ mod tests {
             total >= 10,
             "300 ms at 99 Hz is about 30 samples: {stacks:?}"
         );
-        assert!(near_leaf * 2 > total, "{stacks:?}");
+        // The profile covers the whole process, and tests running in
+        // parallel burn CPU too; compare with this test's own samples.
+        let own: i64 = stacks
+            .iter()
+            .filter(|(names, _)| {
+                names
+                    .iter()
+                    .any(|n| n.contains("a_busy_named_function_is_at_the_leaf_of_most_samples"))
+            })
+            .map(|(_, n)| n)
+            .sum();
+        assert!(near_leaf * 2 > own, "{stacks:?}");
         for (names, _) in &stacks {
             let leaf = names.first().map_or("", String::as_str);
             assert!(
