@@ -4,8 +4,8 @@
 //! The first `backtrace::resolve` in a process reads the binary's symbol
 //! table and DWARF unit index, and each compilation unit's line table on its
 //! first lookup: 10.6 ms after a 200 ms handler on a 5.5 MB binary with line
-//! tables, against 0.7 ms once parsed (docs/performance.md, P4). When a
-//! sampled invocation starts with a cold cache, [`start`] resolves the
+//! tables, against 0.7 ms once parsed (docs/performance.md, P4). When the
+//! process's first sampled invocation starts, [`start`] resolves the
 //! starting thread's own stack (the runtime, the handler's wrapper and the
 //! handler's crate, which the samples mostly share) on a plain
 //! `std::thread`, whose samples the sampler skips: its CPU time is the
@@ -20,9 +20,11 @@ use std::thread::JoinHandle;
 
 use super::signal;
 
-/// Whether backtrace-rs' cache holds what earlier profiles parsed: set when a
-/// profile kept the cache, cleared when it was dropped.
-static CACHE_WARM: AtomicBool = AtomicBool::new(false);
+/// Set by the process's first warm-up. Later cold caches (dropped for being
+/// over the limit) are parsed after the handler, as without a warm-up: a
+/// warm-up on every sampled invocation cost 10-19 ms of CPU each, +7.8 % of
+/// a 200 ms handler's CPU with line tables (P2 in docs/performance.md).
+static WARMED: AtomicBool = AtomicBool::new(false);
 /// Set while a warm-up or cache-dropping thread runs, so at most one does
 /// (and holds the sampler's one excluded-thread slot).
 static BUSY: AtomicBool = AtomicBool::new(false);
@@ -40,10 +42,10 @@ pub(super) struct WarmUp {
     thread: JoinHandle<Option<u64>>,
 }
 
-/// Starts resolving the calling thread's stack in the background, unless the
-/// cache is warm or a warm-up is already running.
+/// Starts resolving the calling thread's stack in the background, for the
+/// process's first profile only.
 pub(super) fn start() -> Option<WarmUp> {
-    if CACHE_WARM.load(Ordering::Acquire) {
+    if WARMED.load(Ordering::Acquire) {
         return None;
     }
     // A drop still running (it takes ~2 ms) would leave this invocation
@@ -55,7 +57,7 @@ pub(super) fn start() -> Option<WarmUp> {
     if let Some(thread) = dropping {
         let _ = thread.join();
     }
-    if BUSY.load(Ordering::Acquire) {
+    if BUSY.load(Ordering::Acquire) || WARMED.swap(true, Ordering::AcqRel) {
         return None;
     }
     let mut addresses: Vec<usize> = Vec::with_capacity(WARM_FRAMES);
@@ -83,17 +85,10 @@ impl WarmUp {
     }
 }
 
-/// Records that the symbol cache was kept after a profile, so the next
-/// sampled invocation does not warm it up again.
-pub(super) fn cache_kept() {
-    CACHE_WARM.store(true, Ordering::Release);
-}
-
 /// Drops backtrace-rs' cache, on a background thread: freeing what a binary
 /// with line tables parsed takes 1.6-2.5 ms (docs/performance.md, P4),
 /// which would otherwise sit between the handler's return and its profile.
 pub(super) fn drop_cache() {
-    CACHE_WARM.store(false, Ordering::Release);
     match spawn_unsampled(backtrace::clear_symbol_cache) {
         Some(thread) => {
             *DROPPING
@@ -133,9 +128,9 @@ pub(super) fn running() -> bool {
     BUSY.load(Ordering::Acquire)
 }
 
-/// Forgets that the cache is warm, so the next profile warms it up.
+/// Forgets the cache and the first warm-up, so the next profile warms up.
 #[cfg(test)]
 pub(super) fn forget_cache() {
     backtrace::clear_symbol_cache();
-    CACHE_WARM.store(false, Ordering::Release);
+    WARMED.store(false, Ordering::Release);
 }
