@@ -187,15 +187,65 @@ pub fn go_available() -> bool {
 /// # Panics
 /// If the command cannot run or fails; the panic shows its stderr.
 pub fn go_tool_pprof(args: &[&std::ffi::OsStr]) -> String {
-    let out = std::process::Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
+    let mut command = std::process::Command::new("go");
+    command.args(["tool", "pprof"]).args(args);
+    stdout_of(command)
+}
+
+/// Runs `command` and returns its standard output.
+///
+/// # Panics
+/// If the command cannot run or fails; the panic shows its stderr.
+pub fn stdout_of(mut command: std::process::Command) -> String {
+    let out = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run go: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         out.status.success(),
-        "go tool pprof {args:?} failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Google's standalone `pprof` (github.com/google/pprof), which finds
+/// binaries by build ID under `PPROF_BINARY_PATH`: `XRAYPROFILE_PPROF` if
+/// set, else `pprof` on PATH. `None` when neither runs; where
+/// `XRAYPROFILE_REQUIRE_GO` is set (CI) that fails the calling test instead.
+///
+/// # Panics
+/// If `XRAYPROFILE_REQUIRE_GO` is set and no `pprof` runs.
+pub fn google_pprof() -> Option<std::path::PathBuf> {
+    let pprof = std::env::var_os("XRAYPROFILE_PPROF").map_or_else(
+        || std::path::PathBuf::from("pprof"),
+        std::path::PathBuf::from,
+    );
+    // `pprof -h` prints its usage on stderr; the exit code varies by version.
+    let runs = std::process::Command::new(&pprof)
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("usage"));
+    assert!(
+        runs || std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
+        "XRAYPROFILE_REQUIRE_GO is set but google/pprof does not run (set XRAYPROFILE_PPROF; .ci/run builds it)"
+    );
+    runs.then_some(pprof)
+}
+
+/// Runs google/pprof's `-top` on `profile` with `PPROF_BINARY_PATH` set to
+/// `binary_path`, and returns its standard output.
+///
+/// # Panics
+/// If the command cannot run or fails; the panic shows its stderr.
+pub fn google_pprof_top(
+    pprof: &std::path::Path,
+    profile: &std::path::Path,
+    binary_path: &std::path::Path,
+) -> String {
+    let mut command = std::process::Command::new(pprof);
+    command
+        .arg("-top")
+        .arg(profile)
+        .env("PPROF_BINARY_PATH", binary_path);
+    stdout_of(command)
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, Detail};
+use crate::profiler::{ActiveProfile, Detail, FinishedProfile, ProfileError};
 use crate::wall::{Observed, Recorder};
 
 /// A running profile, as a sampled invocation starts it.
@@ -32,14 +32,24 @@ impl Profiling {
             .map_err(|err| err.to_string())
     }
 
+    /// Like [`Profiling::start`], without warming the symbol cache in the
+    /// background: a cold cache is parsed after the body returns.
+    ///
+    /// # Errors
+    /// The profiler's error, as text, when it is busy or cannot start.
+    pub fn start_cold() -> Result<Profiling, String> {
+        ActiveProfile::start_cold()
+            .map(Profiling)
+            .map_err(|err| err.to_string())
+    }
+
     /// Stops, symbolizes and encodes, as a sampled invocation does after the
     /// handler returns.
     ///
     /// # Errors
     /// The profiler's or encoder's error, as text.
     pub fn finish(self) -> Result<Encoded, String> {
-        let finished = self.0.finish().map_err(|err| err.to_string())?;
-        encode(finished)
+        encode(self.0.finish())
     }
 
     /// Runs `future` as a sampled invocation in the default `wall` mode
@@ -59,15 +69,23 @@ impl Profiling {
         let took = started.elapsed();
         let output = output.map_err(|_| "the future panicked".to_owned())?;
         let recording = recorder.finish();
-        let finished = self
-            .0
-            .finish_wall(Detail::Names, &recording)
-            .map_err(|err| err.to_string())?;
-        Ok((output, took, encode(finished)?))
+        let encoded = encode(self.0.finish_wall(Detail::Names, &recording))?;
+        Ok((output, took, encoded))
+    }
+
+    /// Like [`Profiling::finish`], writing an address-level profile
+    /// (`XRAYPROFILE_SYMBOLIZE=false`) instead of names.
+    ///
+    /// # Errors
+    /// The profiler's or encoder's error, as text.
+    pub fn finish_addresses(self) -> Result<Encoded, String> {
+        encode(self.0.finish_with(Detail::Addresses))
     }
 }
 
-fn encode(finished: crate::profiler::FinishedProfile) -> Result<Encoded, String> {
+/// Encodes a finished profile as a sampled invocation stores it.
+fn encode(finished: Result<FinishedProfile, ProfileError>) -> Result<Encoded, String> {
+    let finished = finished.map_err(|err| err.to_string())?;
     let identity = Identity {
         trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
         request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",

@@ -192,7 +192,7 @@ where
     F: Future,
     F::Output: HandlerOutput,
 {
-    let profile = match ActiveProfile::start() {
+    let profile = match ActiveProfile::start_for(plan.detail) {
         Ok(profile) => profile,
         Err(err) => {
             let hint = match err {
@@ -225,7 +225,7 @@ where
         // Under `xrayprofile::run` the upload waits for the response to go
         // out; otherwise it runs here, before the response.
         if let Some(job) = deferred::defer(job) {
-            Box::pin(job.run()).await;
+            job.run_boxed().await;
         }
     }
     match output {

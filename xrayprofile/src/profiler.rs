@@ -20,6 +20,7 @@ mod signal;
 #[path = "profiler/unsupported.rs"]
 mod signal;
 mod symbols;
+mod warm;
 
 use std::time::{Instant, SystemTime};
 
@@ -40,8 +41,11 @@ const FREQUENCY_HZ: u32 = 99;
 const BUFFER_SLOTS: usize = 8192;
 
 /// The most RSS the symbolizer's cache may add and be kept between
-/// profiles; above it the cache is dropped after each profile.
-const SYMBOL_CACHE_LIMIT_KIB: u64 = 8 * 1024;
+/// profiles; above it the cache is dropped after each profile. 16 MiB is
+/// P3's budget: a binary with line tables keeps its ~13 MiB cache, so later
+/// profiles symbolize in 0.5–0.7 ms instead of re-parsing for 10–50 ms (at
+/// 8 MiB they missed P4; docs/performance.md).
+const SYMBOL_CACHE_LIMIT_KIB: u64 = 16 * 1024;
 
 /// This process's resident set (`VmRSS`), in KiB.
 fn resident_kib() -> Option<u64> {
@@ -89,6 +93,7 @@ pub(crate) struct ActiveProfile {
     sampler: signal::Sampler,
     started: Instant,
     started_at: SystemTime,
+    warm_up: Option<warm::WarmUp>,
 }
 
 /// A stopped profile: its protobuf, how long it ran and how many CPU
@@ -100,18 +105,44 @@ pub(crate) struct FinishedProfile {
 }
 
 impl ActiveProfile {
-    /// Starts sampling the whole process.
+    /// Starts sampling the whole process, for a profile with function names.
+    ///
+    /// # Errors
+    /// As [`ActiveProfile::start_for`].
+    pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
+        ActiveProfile::start_for(Detail::Names)
+    }
+
+    /// Starts sampling the whole process, for a profile that `detail` will
+    /// finish. For the process's first [`Detail::Names`] profile, the symbol
+    /// cache is filled on a background thread while the handler runs
+    /// (`warm.rs`).
     ///
     /// # Errors
     /// [`ProfileError::Busy`] if a profile is already running;
     /// [`ProfileError::Sampler`] if the signal handler, timer or buffer cannot
     /// be set up.
-    pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
+    pub(crate) fn start_for(detail: Detail) -> Result<ActiveProfile, ProfileError> {
+        ActiveProfile::start_warming(detail == Detail::Names)
+    }
+
+    /// [`ActiveProfile::start`] without the background warm-up: the cold
+    /// cache is parsed after the handler returns. For the benchmark that
+    /// measures what the warm-up saves.
+    ///
+    /// # Errors
+    /// As [`ActiveProfile::start_for`].
+    pub(crate) fn start_cold() -> Result<ActiveProfile, ProfileError> {
+        ActiveProfile::start_warming(false)
+    }
+
+    fn start_warming(warm_up: bool) -> Result<ActiveProfile, ProfileError> {
         match signal::start(FREQUENCY_HZ, BUFFER_SLOTS) {
             Ok(sampler) => Ok(ActiveProfile {
                 sampler,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
+                warm_up: if warm_up { warm::start() } else { None },
             }),
             Err(SamplerError::Busy) => Err(ProfileError::Busy),
             Err(err) => Err(ProfileError::Sampler(err)),
@@ -166,6 +197,9 @@ impl ActiveProfile {
                 BUFFER_SLOTS / FREQUENCY_HZ as usize
             );
         }
+        // Symbolizing waits for the warm-up: both fill the same cache, and
+        // its growth counts towards the limit below.
+        let warm_growth = self.warm_up.map_or(0, warm::WarmUp::wait);
         let resident_before = resident_kib();
         let timing = symbols::Timing {
             started: self.started_at,
@@ -183,12 +217,17 @@ impl ActiveProfile {
         // backtrace-rs keeps what it parsed to name addresses. Kept, later
         // profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with
         // line tables); but it grows with the binary's debug info. So keep
-        // it only while it is small: if symbolizing grew RSS by more than
-        // SYMBOL_CACHE_LIMIT_KIB, give it back (docs/performance.md, P3/P4).
-        if let (Some(before), Some(after)) = (resident_before, resident_kib())
-            && after.saturating_sub(before) > SYMBOL_CACHE_LIMIT_KIB
-        {
-            backtrace::clear_symbol_cache();
+        // it only while it is small: if warming and symbolizing grew RSS by
+        // more than SYMBOL_CACHE_LIMIT_KIB, give it back, on a background
+        // thread since freeing it takes milliseconds (docs/performance.md,
+        // P3/P4).
+        if detail == Detail::Names {
+            let growth = resident_before
+                .zip(resident_kib())
+                .map_or(0, |(before, after)| after.saturating_sub(before));
+            if warm_growth.saturating_add(growth) > SYMBOL_CACHE_LIMIT_KIB {
+                warm::drop_cache();
+            }
         }
         Ok(FinishedProfile {
             profile,
@@ -254,7 +293,8 @@ mod tests {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let profile = ActiveProfile::start().unwrap();
+        // Cold: a warm-up thread would compete with the spin for the CPU.
+        let profile = ActiveProfile::start_cold().unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(300));
         let finished = profile.finish().unwrap().profile;
         let stacks = stacks(&finished);
@@ -305,12 +345,73 @@ mod tests {
         assert!(on_stacks, "the test function is on the stacks: {stacks:?}");
     }
 
+    /// A profile another test dropped unfinished may have left its warm-up
+    /// thread running (and excluded).
+    fn wait_for_warm_ups() {
+        while warm::running() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[inline(never)]
+    fn spin_on_excluded_thread(duration: std::time::Duration) -> u64 {
+        spin_in_named_leaf(duration)
+    }
+
+    #[test]
+    fn an_excluded_thread_burning_cpu_leaves_no_samples() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        wait_for_warm_ups();
+        let profile = ActiveProfile::start_cold().unwrap();
+        let excluded = std::thread::spawn(|| {
+            let _excluded = signal::exclude_current_thread().unwrap();
+            spin_on_excluded_thread(std::time::Duration::from_millis(300))
+        });
+        spin_in_named_leaf(std::time::Duration::from_millis(300));
+        excluded.join().unwrap();
+        let stacks = stacks(&profile.finish().unwrap().profile);
+        let total: i64 = stacks.iter().map(|(_, n)| n).sum();
+        assert!(total >= 3, "the other thread is sampled: {stacks:?}");
+        assert!(
+            !stacks
+                .iter()
+                .any(|(names, _)| names.iter().any(|n| n.contains("spin_on_excluded_thread"))),
+            "{stacks:?}"
+        );
+    }
+
+    #[test]
+    fn the_symbol_warm_up_runs_and_is_not_in_the_profile() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        wait_for_warm_ups();
+        warm::forget_cache();
+        let profile = ActiveProfile::start().unwrap();
+        assert!(profile.warm_up.is_some(), "the first profile warms up");
+        spin_in_named_leaf(std::time::Duration::from_millis(300));
+        let stacks = stacks(&profile.finish().unwrap().profile);
+        for (names, _) in &stacks {
+            assert!(
+                !names.iter().any(|n| n.contains("addr2line")
+                    || n.contains("gimli")
+                    || n.contains("warm::start")),
+                "the warm-up thread was sampled: {names:?}"
+            );
+        }
+        wait_for_warm_ups();
+        let again = ActiveProfile::start().unwrap();
+        assert!(again.warm_up.is_none(), "only the first profile warms up");
+    }
+
     #[test]
     fn start_while_running_is_busy_and_drop_stops_the_timer() {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let first = ActiveProfile::start().unwrap();
+        let first = ActiveProfile::start_cold().unwrap();
         assert!(signal::timer_armed());
         assert!(matches!(ActiveProfile::start(), Err(ProfileError::Busy)));
         drop(first);
@@ -318,7 +419,7 @@ mod tests {
             !signal::timer_armed(),
             "dropping the profile disarms ITIMER_PROF"
         );
-        let again = ActiveProfile::start().unwrap();
+        let again = ActiveProfile::start_cold().unwrap();
         drop(again);
         assert!(!signal::timer_armed());
     }
@@ -328,6 +429,7 @@ mod tests {
         let _serial = SERIAL
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        wait_for_warm_ups();
         let sampler = signal::start(FREQUENCY_HZ, 2).unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(200));
         let samples = sampler.stop();

@@ -46,6 +46,10 @@ impl TraceRoot {
     ///
     /// Fields may come in any order and surrounding whitespace is ignored. If
     /// `Root=` appears more than once the first one decides, as in the X-Ray SDKs.
+    // Inlined (with `parse_bytes` and `sample_key`): called out of line, the
+    // 35-byte root went back through memory and its copy stalled on store
+    // forwarding in `plan` (perf, P1 in docs/performance.md).
+    #[inline]
     pub(crate) fn from_header(header: &str) -> Result<TraceRoot, TraceError> {
         // Bytes and ASCII whitespace, not `str::split`/`trim`: this runs on
         // every invocation, and the char-pattern searchers were most of the
@@ -81,6 +85,7 @@ impl TraceRoot {
         TraceRoot::parse_bytes(value.as_bytes())
     }
 
+    #[inline]
     fn parse_bytes(value: &[u8]) -> Result<TraceRoot, TraceError> {
         let bytes: [u8; ROOT_LEN] = value.try_into().map_err(|_| TraceError::MalformedRoot)?;
         // Every byte is checked against the template without early exit
@@ -104,6 +109,7 @@ impl TraceRoot {
 
     /// The last four hex digits as a number: the sampling key shared with the
     /// Go original, so every function on one trace makes the same decision.
+    #[inline]
     pub(crate) fn sample_key(&self) -> u16 {
         self.0[ROOT_LEN - 4..]
             .iter()

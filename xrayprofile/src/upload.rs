@@ -154,6 +154,16 @@ pub(crate) struct UploadJob {
 }
 
 impl UploadJob {
+    /// [`UploadJob::run`], boxed, for callers on the invocation path. Never
+    /// inlined: the upload's future is ~12 KiB (aws-sdk-s3's PutObject), and
+    /// built in the caller's frame it gives every invocation's `poll`,
+    /// sampled or not, a 12 KiB stack frame with three stack probes (P1 in
+    /// docs/performance.md).
+    #[inline(never)]
+    pub(crate) fn run_boxed(self) -> std::pin::Pin<Box<impl Future<Output = ()>>> {
+        Box::pin(self.run())
+    }
+
     /// Stores the profile within its budget and logs the outcome once.
     pub(crate) async fn run(self) {
         let budget = budget(self.deadline);
