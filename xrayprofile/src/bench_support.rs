@@ -83,6 +83,53 @@ impl Profiling {
     }
 }
 
+/// Nanoseconds per poll of a future that yields `polls` times on a
+/// current-thread runtime, polled four ways.
+#[derive(Debug, Clone, Copy)]
+pub struct PollCost {
+    /// Awaited directly.
+    pub plain: f64,
+    /// Through the wrapper's panic catcher only (`mode = "cpu"`).
+    pub caught: f64,
+    /// Through the wall recorder, stacks never recorded (timing only).
+    pub timed: f64,
+    /// Through the wall recorder with its default budget.
+    pub recorded: f64,
+}
+
+/// Measures [`PollCost`] (no CPU sampler running).
+///
+/// # Errors
+/// If a tokio runtime cannot be built.
+pub fn poll_cost(polls: u32) -> Result<PollCost, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|err| err.to_string())?;
+    let yields = || async move {
+        for _ in 0..polls {
+            tokio::task::yield_now().await;
+        }
+    };
+    let per_poll = |took: Duration| took.as_secs_f64() * 1e9 / f64::from(polls.max(1));
+    let time = |run: &dyn Fn()| {
+        let started = std::time::Instant::now();
+        run();
+        per_poll(started.elapsed())
+    };
+    Ok(PollCost {
+        plain: time(&|| runtime.block_on(yields())),
+        caught: time(&|| drop(runtime.block_on(Observed::new(yields(), None)))),
+        timed: time(&|| {
+            let mut recorder = Recorder::timing_only();
+            drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
+        }),
+        recorded: time(&|| {
+            let mut recorder = Recorder::default();
+            drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
+        }),
+    })
+}
+
 /// Encodes a finished profile as a sampled invocation stores it.
 fn encode(finished: Result<FinishedProfile, ProfileError>) -> Result<Encoded, String> {
     let finished = finished.map_err(|err| err.to_string())?;

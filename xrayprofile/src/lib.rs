@@ -101,6 +101,6 @@ pub mod __private {
 
     /// For the crate's benchmarks only.
     pub mod bench {
-        pub use crate::bench_support::{Encoded, Profiling};
+        pub use crate::bench_support::{Encoded, PollCost, Profiling, poll_cost};
     }
 }

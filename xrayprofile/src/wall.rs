@@ -30,7 +30,7 @@ pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
 /// Recording time allowed on top of the budget, so the first stacks of an
 /// invocation (when 1 % of the elapsed time is still nothing, and the first
 /// unwind in a process parses unwind tables) do not thin out the rest.
-const PROBE_GRACE: Duration = Duration::from_micros(200);
+const PROBE_GRACE: Duration = Duration::from_micros(50);
 /// The sparsest recording: one poll in this many.
 const MAX_STRIDE: u64 = 1024;
 
@@ -113,6 +113,14 @@ impl Recording {
 }
 
 impl Recorder {
+    /// A recorder that never records stacks, only times polls and waits
+    /// (for the benchmark that prices that part alone).
+    pub(crate) fn timing_only() -> Recorder {
+        let mut recorder = Recorder::default();
+        recorder.totals.stride = u64::MAX;
+        recorder
+    }
+
     /// Polls `future` as a probed poll and accounts for the time since the
     /// previous one. A panic inside the poll comes back as `Err`.
     pub(crate) fn poll<F: Future>(
