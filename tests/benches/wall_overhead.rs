@@ -110,8 +110,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    println!("per poll of a future that only yields (current-thread runtime, no sampler), 200,000 polls, 5 runs:");
-    println!("| run | plain | + panic catcher (`cpu` mode) | + wall recorder, timing only | + wall recorder, default budget |");
+    println!(
+        "per poll of a future that only yields (current-thread runtime, no sampler), 200,000 polls, 5 runs:"
+    );
+    println!(
+        "| run | plain | + panic catcher (`cpu` mode) | + wall recorder, timing only | + wall recorder, default budget |"
+    );
     println!("|---|---|---|---|---|");
     for run in 1..=5 {
         let cost = xrayprofile::__private::bench::poll_cost(200_000).unwrap();
@@ -126,7 +130,10 @@ fn main() {
     // Current-thread first: no cross-thread wake-ups, so the run-to-run
     // noise is small enough to see the probe's per-poll cost.
     let mut current = tokio::runtime::Builder::new_current_thread();
-    measure("current-thread runtime", current.enable_all().build().unwrap());
+    measure(
+        "current-thread runtime",
+        current.enable_all().build().unwrap(),
+    );
     let mut multi = tokio::runtime::Builder::new_multi_thread();
     measure(
         "multi-thread runtime, 2 workers",

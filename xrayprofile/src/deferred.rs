@@ -26,13 +26,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::upload::UploadJob;
+use crate::upload::PendingUpload;
 
 /// Uploads that may wait at once; more are dropped (and logged) rather than
 /// held in memory. In the classic one-invocation-at-a-time model there is
 /// at most one.
 const MAX_PENDING: usize = 8;
-/// Bytes of encoded profiles that may wait at once.
+/// Bytes of stopped profiles (raw samples and stacks) that may wait at once.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// The extension answers this long before the invocation deadline even if an
 /// upload is still running, so the invocation is never reported as timed out.
@@ -47,7 +47,7 @@ static INVOKES_SEEN: AtomicU64 = AtomicU64::new(0);
 /// Jobs waiting for their response, and the keys of the uploads running.
 #[derive(Default)]
 struct Queue {
-    waiting: VecDeque<UploadJob>,
+    waiting: VecDeque<PendingUpload>,
     running: Vec<String>,
 }
 
@@ -92,15 +92,15 @@ pub(crate) fn disable() {
 
 /// Queues `job` until its invocation's response is sent. Hands the job back
 /// when deferred uploads are off, so the caller uploads it inline.
-pub(crate) fn defer(job: UploadJob) -> Option<UploadJob> {
+pub(crate) fn defer(job: PendingUpload) -> Option<PendingUpload> {
     if !ENABLED.load(Ordering::Acquire) {
         return Some(job);
     }
     let Ok(mut queue) = queue().lock() else {
         return Some(job);
     };
-    let waiting_bytes: usize = queue.waiting.iter().map(|j| j.body.len()).sum();
-    if queue.pending() >= MAX_PENDING || waiting_bytes + job.body.len() > MAX_PENDING_BYTES {
+    let waiting_bytes: usize = queue.waiting.iter().map(|j| j.bytes).sum();
+    if queue.pending() >= MAX_PENDING || waiting_bytes + job.bytes > MAX_PENDING_BYTES {
         tracing::warn!(
             request_id = %job.request_id,
             key = %job.key,
@@ -115,9 +115,9 @@ pub(crate) fn defer(job: UploadJob) -> Option<UploadJob> {
 
 /// The runtime has posted the response of `request_id`: start its uploads.
 pub(crate) fn response_sent(request_id: &str) {
-    let ready: Vec<UploadJob> = match queue().lock() {
+    let ready: Vec<PendingUpload> = match queue().lock() {
         Ok(mut queue) => {
-            let (ready, rest): (VecDeque<UploadJob>, VecDeque<UploadJob>) = queue
+            let (ready, rest): (VecDeque<PendingUpload>, VecDeque<PendingUpload>) = queue
                 .waiting
                 .drain(..)
                 .partition(|job| job.request_id == request_id);
@@ -132,7 +132,7 @@ pub(crate) fn response_sent(request_id: &str) {
 }
 
 /// Spawns `jobs`, tracking each as running until it ends.
-fn start(jobs: Vec<UploadJob>) {
+fn start(jobs: Vec<PendingUpload>) {
     if let Ok(mut queue) = queue().lock() {
         queue
             .running
@@ -158,7 +158,7 @@ fn start(jobs: Vec<UploadJob>) {
 /// reports as dropped.
 pub(crate) async fn flush(budget: Duration) -> Vec<String> {
     let mut changed = changes().subscribe();
-    let waiting: Vec<UploadJob> = queue()
+    let waiting: Vec<PendingUpload> = queue()
         .lock()
         .map(|mut q| q.waiting.drain(..).collect())
         .unwrap_or_default();

@@ -12,10 +12,10 @@ use crate::config::{self, Defaults, Mode, Overrides, Settings};
 use crate::deferred;
 use crate::limit;
 use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, Detail, ProfileError};
+use crate::profiler::{ActiveProfile, Detail, ProfileError, StoppedProfile};
 use crate::sampling::{self, Decision};
 use crate::trace::{self, TraceRoot};
-use crate::upload::{self, Destination, ObjectKey, RequestId, UploadJob};
+use crate::upload::{self, Destination, ObjectKey, PendingUpload, RequestId, UploadJob};
 use crate::wall::{Observed, Recorder, Recording};
 
 /// A handler argument that carries the Lambda invocation: its request ID,
@@ -221,11 +221,11 @@ where
         Ok(_) => "ok",
         Err(_) => "panic",
     };
-    if let Some(job) = session.finish(outcome) {
-        // Under `xrayprofile::run` the upload waits for the response to go
-        // out; otherwise it runs here, before the response.
-        if let Some(job) = deferred::defer(job) {
-            job.run_boxed().await;
+    if let Some(upload) = session.finish(outcome) {
+        // Under `xrayprofile::run` building and uploading wait for the
+        // response to go out; otherwise they run here, before the response.
+        if let Some(upload) = deferred::defer(upload) {
+            upload.run_boxed().await;
         }
     }
     match output {
@@ -244,11 +244,13 @@ struct Session {
 }
 
 impl Session {
-    fn finish(&mut self, outcome: &'static str) -> Option<UploadJob> {
+    /// Stops the sampler and the recorder now; building the profile waits
+    /// in the returned upload.
+    fn finish(&mut self, outcome: &'static str) -> Option<PendingUpload> {
         let plan = self.plan.take()?;
         let profile = self.profile.take()?;
         let recording = self.recorder.take().map(Recorder::finish);
-        plan.finish(profile, recording.as_ref(), outcome)
+        plan.stop(profile, recording, outcome)
     }
 }
 
@@ -366,14 +368,14 @@ fn destination(ctx: &Context, settings: &Settings<'static>) -> Option<Destinatio
 }
 
 impl Plan {
-    /// Stops the profile and turns it into an upload job; `None` (logged)
-    /// when there is nothing worth uploading.
-    fn finish(
+    /// Stops the profile and returns its upload, which builds it when it
+    /// starts; `None` (logged) when there is no time left to store it.
+    fn stop(
         self,
         profile: ActiveProfile,
-        recording: Option<&Recording>,
+        recording: Option<Recording>,
         outcome: &'static str,
-    ) -> Option<UploadJob> {
+    ) -> Option<PendingUpload> {
         // Building the profile (symbolizing) takes CPU time too; when the
         // deadline is already within the margin, stop the sampler and answer.
         if upload::budget(self.deadline).is_zero() {
@@ -381,6 +383,23 @@ impl Plan {
             tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
             return None;
         }
+        let stopped = profile.stop();
+        let bytes = stopped
+            .memory_estimate()
+            .saturating_add(recording.as_ref().map_or(0, Recording::memory_estimate));
+        let (request_id, key) = (self.request_id.clone(), self.key.clone());
+        let build = move || self.build(stopped, recording.as_ref(), outcome);
+        Some(PendingUpload::new(request_id, key, bytes, Box::new(build)))
+    }
+
+    /// Symbolizes and encodes the profile into an upload job; `None`
+    /// (logged) if that fails.
+    fn build(
+        self,
+        stopped: StoppedProfile,
+        recording: Option<&Recording>,
+        outcome: &'static str,
+    ) -> Option<UploadJob> {
         let identity = Identity {
             trace_id: self.root.as_str(),
             request_id: &self.request_id,
@@ -391,10 +410,7 @@ impl Plan {
         // pprof-rs runs symbolization code we do not control; a panic there
         // must not become the handler's failure.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let finished = match recording {
-                Some(recording) => profile.finish_wall(self.detail, recording)?,
-                None => profile.finish_with(self.detail)?,
-            };
+            let finished = stopped.build(self.detail, recording)?;
             let file = pprof_file::encode(finished.profile, finished.samples, &identity)
                 .map_err(ProfileError::Encode)?;
             Ok::<_, ProfileError>((file, finished.duration))

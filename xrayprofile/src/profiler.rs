@@ -185,9 +185,15 @@ impl ActiveProfile {
         detail: Detail,
         recording: Option<&Recording>,
     ) -> Result<FinishedProfile, ProfileError> {
+        self.stop().build(detail, recording)
+    }
+
+    /// Stops sampling, so nothing after this shows up in the profile; the
+    /// samples wait, unsymbolized, in the returned value. Cheap: building
+    /// the profile is [`StoppedProfile::build`], which a caller may run
+    /// later (after the response).
+    pub(crate) fn stop(self) -> StoppedProfile {
         let duration = self.started.elapsed();
-        // Stop before symbolizing, so that work does not show up in the
-        // profile it produces.
         let samples = self.sampler.stop();
         if samples.dropped() > 0 {
             tracing::warn!(
@@ -197,12 +203,56 @@ impl ActiveProfile {
                 BUFFER_SLOTS / FREQUENCY_HZ as usize
             );
         }
+        StoppedProfile {
+            samples,
+            duration,
+            started_at: self.started_at,
+            warm_up: self.warm_up,
+        }
+    }
+}
+
+/// A profile whose sampling has stopped and whose samples are not yet
+/// symbolized.
+pub(crate) struct StoppedProfile {
+    samples: signal::Samples,
+    duration: std::time::Duration,
+    started_at: SystemTime,
+    warm_up: Option<warm::WarmUp>,
+}
+
+impl StoppedProfile {
+    /// Roughly the memory its samples hold until built: one touched slot
+    /// per sample.
+    pub(crate) fn memory_estimate(&self) -> usize {
+        self.samples
+            .stacks()
+            .count()
+            .saturating_mul(signal::SLOT_BYTES)
+    }
+
+    /// Symbolizes the samples (and `recording`, in wall mode) into a pprof
+    /// profile.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for symbolizers that can fail.
+    pub(crate) fn build(
+        self,
+        detail: Detail,
+        recording: Option<&Recording>,
+    ) -> Result<FinishedProfile, ProfileError> {
+        let StoppedProfile {
+            samples,
+            duration,
+            started_at,
+            warm_up,
+        } = self;
         // Symbolizing waits for the warm-up: both fill the same cache, and
         // its growth counts towards the limit below.
-        let warm_growth = self.warm_up.map_or(0, warm::WarmUp::wait);
+        let warm_growth = warm_up.map_or(0, warm::WarmUp::wait);
         let resident_before = resident_kib();
         let timing = symbols::Timing {
-            started: self.started_at,
+            started: started_at,
             duration,
             hz: FREQUENCY_HZ,
         };

@@ -153,17 +153,76 @@ pub(crate) struct UploadJob {
     pub(crate) deadline: Option<SystemTime>,
 }
 
-impl UploadJob {
-    /// [`UploadJob::run`], boxed, for callers on the invocation path. Never
-    /// inlined: the upload's future is ~12 KiB (aws-sdk-s3's PutObject), and
-    /// built in the caller's frame it gives every invocation's `poll`,
-    /// sampled or not, a 12 KiB stack frame with three stack probes (P1 in
-    /// docs/performance.md).
+/// A profile whose sampling has stopped but which is not built yet: building
+/// it (symbolizing, encoding) goes with its upload, so under
+/// [`crate::run`] it happens after the response too (P7 in
+/// `docs/performance.md`).
+pub(crate) struct PendingUpload {
+    pub(crate) request_id: String,
+    pub(crate) key: ObjectKey,
+    /// About the memory it holds until built (its raw samples and stacks),
+    /// for the bound on pending uploads.
+    pub(crate) bytes: usize,
+    build: Box<dyn FnOnce() -> Option<UploadJob> + Send>,
+}
+
+impl PendingUpload {
+    pub(crate) fn new(
+        request_id: String,
+        key: ObjectKey,
+        bytes: usize,
+        build: Box<dyn FnOnce() -> Option<UploadJob> + Send>,
+    ) -> PendingUpload {
+        PendingUpload {
+            request_id,
+            key,
+            bytes,
+            build,
+        }
+    }
+
+    /// [`PendingUpload::run`], boxed, for callers on the invocation path.
+    /// Never inlined: the upload's future is ~12 KiB (aws-sdk-s3's
+    /// PutObject), and built in the caller's frame it gives every
+    /// invocation's `poll`, sampled or not, a 12 KiB stack frame with three
+    /// stack probes (P1 in docs/performance.md).
     #[inline(never)]
     pub(crate) fn run_boxed(self) -> std::pin::Pin<Box<impl Future<Output = ()>>> {
         Box::pin(self.run())
     }
 
+    /// Builds the profile on tokio's blocking pool (symbolizing takes a
+    /// millisecond or more, too long for a worker thread), then stores it.
+    pub(crate) async fn run(self) {
+        let PendingUpload {
+            request_id,
+            key,
+            build,
+            ..
+        } = self;
+        match tokio::task::spawn_blocking(build).await {
+            Ok(Some(job)) => job.run().await,
+            Ok(None) => {}
+            Err(_) => tracing::warn!(
+                request_id = %request_id,
+                key = %key,
+                "profile dropped: building it failed; handler result unaffected"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUpload")
+            .field("request_id", &self.request_id)
+            .field("key", &self.key)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadJob {
     /// Stores the profile within its budget and logs the outcome once.
     pub(crate) async fn run(self) {
         let budget = budget(self.deadline);

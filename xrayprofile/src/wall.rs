@@ -103,6 +103,14 @@ pub(crate) struct Recording {
 }
 
 impl Recording {
+    /// Roughly the memory its stacks and charges hold.
+    pub(crate) fn memory_estimate(&self) -> usize {
+        let frames: usize = self.stacks.iter().map(Vec::len).sum();
+        frames
+            .saturating_mul(8)
+            .saturating_add(self.charges.len().saturating_mul(24))
+    }
+
     /// The raw stack of `id`, leaf first (return addresses).
     pub(crate) fn stack(&self, id: StackId) -> &[u64] {
         usize::try_from(id)

@@ -69,6 +69,8 @@ pub(crate) fn set_poll_root(root: usize) -> usize {
 
 /// Words per sample slot: the depth, then up to [`MAX_FRAMES`] addresses.
 const SLOT_WORDS: usize = 64;
+/// Bytes per sample slot.
+pub(crate) const SLOT_BYTES: usize = SLOT_WORDS * 8;
 /// Deepest stack recorded; deeper stacks keep their leaf-most frames.
 pub(super) const MAX_FRAMES: usize = SLOT_WORDS - 1;
 /// How many frames the unwinder may walk inside the handler before finding
@@ -131,7 +133,7 @@ unsafe impl Send for Mapping {}
 
 impl Mapping {
     fn new(slots: usize) -> Result<Mapping, SamplerError> {
-        let len = slots.saturating_mul(SLOT_WORDS * 8);
+        let len = slots.saturating_mul(SLOT_BYTES);
         // SAFETY: a fresh anonymous mapping; no existing memory is affected.
         // MAP_NORESERVE: pages are only backed once a handler writes them.
         let ptr = unsafe {
@@ -178,7 +180,7 @@ impl Drop for Mapping {
         // SAFETY: the pointer and length are the ones `mmap` returned, and the
         // slices handed out by `stack` borrow `self`, so none outlives this.
         unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.slots * SLOT_WORDS * 8);
+            libc::munmap(self.ptr.as_ptr().cast(), self.slots * SLOT_BYTES);
         }
     }
 }

@@ -59,3 +59,6 @@ pub(crate) struct Excluded(());
 pub(crate) fn exclude_current_thread() -> Option<Excluded> {
     None
 }
+
+/// Bytes per sample slot (none are ever filled here).
+pub(crate) const SLOT_BYTES: usize = 512;
