@@ -68,8 +68,6 @@ impl Registration {
 /// What one probed poll collected.
 #[derive(Debug, Default)]
 pub(crate) struct PollLog {
-    /// Whether clones record stacks in this poll (the probe budget may say no).
-    capture: bool,
     /// The address of a local in [`poll`]'s frame.
     root: usize,
     pub(crate) registrations: Vec<Registration>,
@@ -110,10 +108,11 @@ impl Root {
     }
 }
 
-/// Runs `poll` as a probed poll: clones of the probe waker made on this thread
-/// meanwhile record their stacks into the returned log (when `capture`), and
-/// CPU samples taken on this thread are cut at this frame. Nested probed
-/// polls save and restore the outer one's state.
+/// Runs `poll` with this frame marked as the invocation's root, so CPU
+/// samples taken on this thread meanwhile are cut here. When `capture`, it is
+/// also a recorded poll: clones of the probe waker made on this thread record
+/// their stacks into the returned log. Nested polls save and restore the
+/// outer one's state.
 #[inline(never)]
 pub(crate) fn poll<T>(
     capture: bool,
@@ -141,7 +140,6 @@ pub(crate) fn poll<T>(
         );
     }
     let log = PollLog {
-        capture,
         root,
         registrations,
         capture_ns: 0,
@@ -231,9 +229,6 @@ fn record(fresh: &Arc<Handle>, mark: usize) {
         let Some(log) = current.as_mut() else {
             return;
         };
-        if !log.capture {
-            return;
-        }
         let started = Instant::now();
         let mut stack = Vec::with_capacity(24);
         let reached_root = capture(mark, log.root, &mut stack);
