@@ -9,10 +9,13 @@
 //! time; the CPU sampler's samples taken inside the poll carry its stacks,
 //! and the profile builder scales them to the measured polling time.
 //!
-//! Costs are bounded: recording a stack costs about a microsecond, so when
-//! the time spent recording passes [`PROBE_BUDGET_PERCENT`] of the elapsed
-//! time, only one poll in `stride` is recorded and its wait is charged
-//! `stride` times (the profile's comments say so). Unsampled invocations
+//! Costs are bounded: recording a stack costs 1–5 µs, so after the first
+//! [`FREE_RECORDINGS`] polls, when the time spent recording passes
+//! [`PROBE_BUDGET_PERCENT`] of the elapsed time, only one poll in `stride` is
+//! recorded. A wait after a poll that was not recorded is charged, exactly,
+//! to [`Charge::Unrecorded`], never guessed: weighting the recorded polls by
+//! their stride instead would multiply one long wait by the stride, or drop
+//! it. The profile's comments say how much went there. Unsampled invocations
 //! never come here.
 
 pub(crate) mod probe;
@@ -27,10 +30,11 @@ use std::time::{Duration, Instant};
 /// The most of an invocation's elapsed time the probe may spend recording
 /// stacks before it records only some polls.
 pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
-/// Recording time allowed on top of the budget, so the first stacks of an
-/// invocation (when 1 % of the elapsed time is still nothing, and the first
-/// unwind in a process parses unwind tables) do not thin out the rest.
-const PROBE_GRACE: Duration = Duration::from_micros(50);
+/// Polls always recorded before the budget applies: a handler with a few
+/// awaits (most Lambda handlers) is attributed completely, and the first
+/// unwinds of a process (which touch the unwind tables) cannot thin out the
+/// rest while 1 % of the elapsed time is still next to nothing.
+pub(crate) const FREE_RECORDINGS: u64 = 32;
 /// The sparsest recording: one poll in this many.
 const MAX_STRIDE: u64 = 1024;
 
@@ -56,6 +60,8 @@ pub(crate) enum Charge {
     /// On CPU with no recorded await to resume from: the first poll, or one
     /// after a poll that was not recorded or left nothing registered.
     Running,
+    /// Waiting after a poll the probe budget did not record.
+    Unrecorded,
 }
 
 /// The wall-clock recorder of one sampled invocation.
@@ -66,10 +72,10 @@ pub(crate) struct Recorder {
     root: Option<probe::Root>,
     stacks: Vec<Vec<u64>>,
     stack_ids: HashMap<Vec<u64>, StackId>,
-    /// What the future waits on since its last poll, and that poll's weight
-    /// (0: the poll was not recorded).
+    /// What the future waits on since its last poll, and whether that poll
+    /// was recorded.
     waiting_on: Vec<StackId>,
-    weight: u64,
+    last_recorded: bool,
     /// Reused between polls.
     spare: Vec<probe::Registration>,
     charges: HashMap<Charge, u64>,
@@ -90,6 +96,8 @@ pub(crate) struct Totals {
     pub(crate) stale: u64,
     /// Stacks that did not reach the wrapper's frame within the depth limit.
     pub(crate) truncated: u64,
+    /// Waiting time after polls the budget did not record.
+    pub(crate) unrecorded: Duration,
     stride: u64,
 }
 
@@ -175,7 +183,7 @@ impl Recorder {
             Err(payload) => return Poll::Ready(Err(payload)),
         };
         self.waiting_on.clear();
-        self.weight = if record { stride } else { 0 };
+        self.last_recorded = record;
         if record {
             self.totals.recorded_polls += 1;
             self.totals.capture += Duration::from_nanos(log.capture_ns);
@@ -213,6 +221,8 @@ impl Recorder {
             self.charge_wait(gap);
         }
         self.totals.max_stride = self.totals.max_stride.max(1);
+        self.totals.unrecorded =
+            Duration::from_nanos(self.charges.get(&Charge::Unrecorded).copied().unwrap_or(0));
         let mut charges: Vec<(Charge, u64)> = self.charges.into_iter().collect();
         charges.sort_by_key(|&(charge, ns)| (std::cmp::Reverse(ns), charge));
         Recording {
@@ -238,22 +248,21 @@ impl Recorder {
     /// Charges a wait to what the last poll left registered, split evenly
     /// when it waits on several leaves (a `join!`), so the total stays exact.
     fn charge_wait(&mut self, gap: Duration) {
-        self.charge(
-            weighted(gap, self.weight),
-            Charge::NoRegistration,
-            Charge::Waiting,
-        );
+        if self.last_recorded {
+            self.charge(nanos(gap), Charge::NoRegistration, Charge::Waiting);
+        } else {
+            *self.charges.entry(Charge::Unrecorded).or_default() += nanos(gap);
+        }
     }
 
     /// Charges a poll's time to the await it resumed from (the fallback for
     /// polls the CPU sampler did not see).
     fn charge_poll(&mut self, busy: Duration) {
-        let weight = if self.totals.polls <= 1 {
-            1
+        if self.totals.polls > 1 && self.last_recorded {
+            self.charge(nanos(busy), Charge::Running, Charge::ResumedFrom);
         } else {
-            self.weight
-        };
-        self.charge(weighted(busy, weight), Charge::Running, Charge::ResumedFrom);
+            *self.charges.entry(Charge::Running).or_default() += nanos(busy);
+        }
     }
 
     /// Splits `ns` over the stacks waited on, or gives it to `none` when
@@ -274,7 +283,10 @@ impl Recorder {
     /// Records fewer polls when recording costs more than the budget, more
     /// again when it is well under.
     fn adjust_stride(&mut self, elapsed: Duration) {
-        let spent = nanos(self.totals.capture.saturating_sub(PROBE_GRACE)).saturating_mul(100);
+        if self.totals.recorded_polls <= FREE_RECORDINGS {
+            return;
+        }
+        let spent = nanos(self.totals.capture).saturating_mul(100);
         let allowed = nanos(elapsed).saturating_mul(PROBE_BUDGET_PERCENT);
         let stride = self.totals.stride.max(1);
         self.totals.stride = if spent > allowed {
@@ -290,10 +302,6 @@ impl Recorder {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn weighted(d: Duration, weight: u64) -> u64 {
-    nanos(d).saturating_mul(weight)
 }
 
 /// Splits `ns` over `ids` so the parts add up to `ns` exactly.
@@ -440,6 +448,44 @@ mod tests {
             let stack = recording.stack(*id);
             assert!(!stack.is_empty() && stack.len() <= probe::MAX_FRAMES);
         }
+    }
+
+    #[test]
+    fn a_wait_after_an_unrecorded_poll_is_charged_once_to_its_own_bucket() {
+        let _serial = serial();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Only the first poll is recorded: the wait after the second one is
+        // not attributable, and must be neither dropped nor multiplied.
+        let mut recorder = Recorder::timing_only();
+        let output = runtime.block_on(Observed::new(
+            async {
+                waits_on_a_timer(10).await;
+                waits_on_a_timer(30).await;
+            },
+            Some(&mut recorder),
+        ));
+        assert!(output.is_ok());
+        let recording = recorder.finish();
+        let pending = u64::try_from(recording.totals.pending.as_nanos()).unwrap();
+        let unrecorded: u64 = recording
+            .charges
+            .iter()
+            .filter(|(c, _)| *c == Charge::Unrecorded)
+            .map(|(_, ns)| ns)
+            .sum();
+        assert_eq!(
+            waiting_total(&recording) + unrecorded,
+            pending,
+            "{recording:?}"
+        );
+        assert!(unrecorded >= 30_000_000, "{recording:?}");
+        assert_eq!(
+            recording.totals.unrecorded.as_nanos(),
+            u128::from(unrecorded)
+        );
     }
 
     #[test]

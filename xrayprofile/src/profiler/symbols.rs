@@ -149,6 +149,11 @@ pub(crate) fn wall_profile<'a>(
         let (leaf, stack, on_cpu) = match charge {
             Charge::Waiting(id) => (None, recording.stack(id), false),
             Charge::NoRegistration => (Some("[woken without a registration]"), &[][..], false),
+            Charge::Unrecorded => (
+                Some("[waiting, not recorded: probe budget]"),
+                &[][..],
+                false,
+            ),
             // Stand-ins for CPU samples; only when there are none.
             Charge::ResumedFrom(_) | Charge::Running if sampled_inside > 0 => continue,
             Charge::ResumedFrom(id) => {
@@ -186,12 +191,14 @@ pub(crate) fn wall_profile<'a>(
         ),
         if totals.max_stride > 1 {
             format!(
-                "probe: recorded {} of {} polls ({:.3}ms); past its {}% budget it recorded 1 poll in up to {} and weighted each by its stride, so per-stack wall times are estimates (the totals above are exact)",
+                "probe: recorded {} of {} polls ({:.3}ms); past {} polls and its {}% budget it recorded 1 poll in up to {}; the {:.3}ms of waits after the others are under [waiting, not recorded: probe budget]",
                 totals.recorded_polls,
                 totals.polls,
                 ms(totals.capture),
+                crate::wall::FREE_RECORDINGS,
                 crate::wall::PROBE_BUDGET_PERCENT,
-                totals.max_stride
+                totals.max_stride,
+                ms(totals.unrecorded)
             )
         } else {
             format!(
