@@ -53,7 +53,8 @@
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
-// Only `profiler::signal` (the SIGPROF handler) may use `unsafe`.
+// Only `profiler::signal` (the SIGPROF handler) and `wall::probe` (the probe
+// waker's vtable and signal mask) may use `unsafe`.
 #![deny(unsafe_code)]
 // Nothing in this crate may panic on input: it runs inside users' invocations.
 #![cfg_attr(

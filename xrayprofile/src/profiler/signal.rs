@@ -1,4 +1,5 @@
-//! The SIGPROF sampler: the only module of the crate with `unsafe` code.
+//! The SIGPROF sampler: one of the two modules of the crate with `unsafe`
+//! code (the other is `wall::probe`, the probe waker).
 //!
 //! `setitimer(ITIMER_PROF)` makes the kernel send SIGPROF every 1/99 s of CPU
 //! time the process uses, to whichever thread is running. The handler
