@@ -163,7 +163,7 @@ impl ActiveProfile {
     /// # Errors
     /// None today; the `Result` leaves room for symbolizers that can fail.
     pub(crate) fn finish_with(self, detail: Detail) -> Result<FinishedProfile, ProfileError> {
-        self.finish_into(detail, None)
+        self.stop().build(detail, None)
     }
 
     /// Stops sampling and combines the CPU samples with a wall-clock
@@ -177,15 +177,7 @@ impl ActiveProfile {
         detail: Detail,
         recording: &Recording,
     ) -> Result<FinishedProfile, ProfileError> {
-        self.finish_into(detail, Some(recording))
-    }
-
-    fn finish_into(
-        self,
-        detail: Detail,
-        recording: Option<&Recording>,
-    ) -> Result<FinishedProfile, ProfileError> {
-        self.stop().build(detail, recording)
+        self.stop().build(detail, Some(recording))
     }
 
     /// Stops sampling, so nothing after this shows up in the profile; the

@@ -178,7 +178,7 @@ impl Recorder {
         self.totals.polling += busy;
         self.totals.polls += 1;
         self.charge_poll(busy);
-        let (output, log) = match polled {
+        let (output, mut log) = match polled {
             Ok((output, log)) => (output, log),
             Err(payload) => return Poll::Ready(Err(payload)),
         };
@@ -187,8 +187,7 @@ impl Recorder {
         if record {
             self.totals.recorded_polls += 1;
             self.totals.capture += Duration::from_nanos(log.capture_ns);
-            let mut registrations = log.registrations;
-            for registration in registrations.drain(..) {
+            for registration in log.registrations.drain(..) {
                 if !registration.is_live() {
                     self.totals.stale += 1;
                     continue;
@@ -199,9 +198,11 @@ impl Recorder {
                     self.waiting_on.push(id);
                 }
             }
-            self.spare = registrations;
             self.adjust_stride(end.saturating_duration_since(started));
         }
+        // Unrecorded polls hand the (empty) buffer back too, so it is
+        // allocated once per invocation, not once per recorded poll.
+        self.spare = log.registrations;
         match output {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
             Poll::Pending => {
