@@ -39,6 +39,24 @@ pub fn trace_root(seq: u32, key: u16) -> String {
     format!("1-6745a3c0-{seq:08x}a1b2c3d4e5f6{key:04x}")
 }
 
+/// Keeps the calling thread busy for `duration` of wall time: on an idle
+/// machine that is as much CPU time, on a loaded one less, but the
+/// invocation's wall-clock split stays what the test asked for.
+#[inline(never)]
+pub fn spin_for(duration: std::time::Duration) -> u64 {
+    let start = std::time::Instant::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while start.elapsed() < duration {
+        for _ in 0..1_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x = std::hint::black_box(x);
+    }
+    x | 1
+}
+
 /// Burns `duration` of the calling thread's CPU time (not wall time: on a
 /// loaded machine a profile still gets its ~99 samples per CPU second) and
 /// returns a value the optimizer cannot discard. Fixture functions call it

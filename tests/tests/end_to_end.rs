@@ -434,10 +434,13 @@ async fn output_dir_writes_the_same_file_locally() {
         .path()
         .join(format!("fixture/{}/{id}.pprof", trace_root(3, SAMPLED_KEY)));
     let profile = pprof_view::decode(&std::fs::read(&path).unwrap()).unwrap();
+    let names = pprof_view::function_names(&profile);
     assert!(
-        pprof_view::function_names(&profile)
-            .iter()
-            .any(|n| n.contains("fixture_hot_loop"))
+        names.iter().any(|n| n.contains("fixture_hot_loop")),
+        "the 100 ms spin is named: {names:?}; {:?} DEBUG {:?} {:?}",
+        pprof_view::comments(&profile),
+        profile.sample,
+        profile.location
     );
     assert!(setup.s3.requests().is_empty(), "nothing went to S3");
 }

@@ -217,10 +217,7 @@ impl StoppedProfile {
     /// Roughly the memory its samples hold until built: one touched slot
     /// per sample.
     pub(crate) fn memory_estimate(&self) -> usize {
-        self.samples
-            .stacks()
-            .count()
-            .saturating_mul(signal::SLOT_BYTES)
+        self.samples.recorded().saturating_mul(signal::SLOT_BYTES)
     }
 
     /// Symbolizes the samples (and `recording`, in wall mode) into a pprof
@@ -387,6 +384,109 @@ mod tests {
         assert!(on_stacks, "the test function is on the stacks: {stacks:?}");
     }
 
+    /// Burns `cpu` of this thread's CPU time (not wall time: under
+    /// contention it takes longer).
+    #[inline(never)]
+    fn burn_thread_cpu(cpu: std::time::Duration) -> u64 {
+        let start = signal::thread_cpu_time();
+        let mut x = 0;
+        while signal::thread_cpu_time().saturating_sub(start) < cpu {
+            x ^= spin_in_named_leaf(std::time::Duration::from_micros(200));
+        }
+        x
+    }
+
+    #[inline(never)]
+    fn idle_thread_parked(stop: &std::sync::atomic::AtomicBool) {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Busy processes beside this one, so the machine's CPUs are contended,
+    /// as on a loaded build machine or a Lambda sandbox with less than one
+    /// vCPU. Killed on drop.
+    struct Hogs(Vec<std::process::Child>);
+
+    impl Hogs {
+        fn start(n: usize) -> Hogs {
+            Hogs(
+                (0..n)
+                    .map(|_| {
+                        std::process::Command::new("sh")
+                            .args(["-c", "while :; do :; done"])
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl Drop for Hogs {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Samples follow the CPU time of the thread that burns it, also when
+    /// the machine is contended and the process has idle threads (tokio's
+    /// other workers): the kernel must not hand that thread's samples to
+    /// an idle one.
+    #[test]
+    fn samples_follow_the_busy_thread_under_cpu_contention() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        wait_for_warm_ups();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let idle: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || idle_thread_parked(&stop))
+            })
+            .collect();
+        let _hogs = Hogs::start(3);
+        let burned_from = signal::thread_cpu_time();
+        let profile = ActiveProfile::start_cold().unwrap();
+        burn_thread_cpu(std::time::Duration::from_millis(300));
+        let burned = signal::thread_cpu_time().saturating_sub(burned_from);
+        let finished = profile.finish().unwrap().profile;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for thread in idle {
+            thread.thread().unpark();
+            thread.join().unwrap();
+        }
+        let stacks = stacks(&finished);
+        let count = |name: &str| -> i64 {
+            stacks
+                .iter()
+                .filter(|(names, _)| names.iter().any(|n| n.contains(name)))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let expected = i64::try_from(burned.as_millis()).unwrap() * i64::from(FREQUENCY_HZ) / 1000;
+        let busy = count("burn_thread_cpu");
+        assert!(
+            busy * 10 >= expected * 8,
+            "{burned:?} of CPU on this thread is {expected} samples at {FREQUENCY_HZ} Hz; \
+             {busy} name it; idle threads got {}; all: {:?}",
+            count("idle_thread_parked"),
+            stacks
+                .iter()
+                .map(|(names, n)| (names.iter().take(3).collect::<Vec<_>>(), n))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            busy <= expected + 2,
+            "{burned:?} of CPU is {expected} samples, {busy} counted: counted twice?"
+        );
+        assert_eq!(count("idle_thread_parked"), 0, "{stacks:?}");
+    }
+
     /// A profile another test dropped unfinished may have left its warm-up
     /// thread running (and excluded).
     fn wait_for_warm_ups() {
@@ -454,16 +554,16 @@ mod tests {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = ActiveProfile::start_cold().unwrap();
-        assert!(signal::timer_armed());
+        assert!(signal::ticker_running());
         assert!(matches!(ActiveProfile::start(), Err(ProfileError::Busy)));
         drop(first);
         assert!(
-            !signal::timer_armed(),
-            "dropping the profile disarms ITIMER_PROF"
+            !signal::ticker_running(),
+            "dropping the profile ends the ticker thread"
         );
         let again = ActiveProfile::start_cold().unwrap();
         drop(again);
-        assert!(!signal::timer_armed());
+        assert!(!signal::ticker_running());
     }
 
     #[test]
@@ -475,7 +575,7 @@ mod tests {
         let sampler = signal::start(FREQUENCY_HZ, 2).unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(200));
         let samples = sampler.stop();
-        assert_eq!(samples.stacks().count(), 2);
+        assert_eq!(samples.recorded(), 2);
         assert!(samples.dropped() >= 5, "{}", samples.dropped());
         for stack in samples.stacks() {
             assert!(!stack.is_empty() && stack.len() <= signal::MAX_FRAMES);

@@ -1,10 +1,26 @@
 //! The SIGPROF sampler: one of the two modules of the crate with `unsafe`
 //! code (the other is `wall::probe`, the probe waker).
 //!
-//! `setitimer(ITIMER_PROF)` makes the kernel send SIGPROF every 1/99 s of CPU
-//! time the process uses, to whichever thread is running. The handler
-//! ([`on_sigprof`]) records one stack of raw instruction addresses into a
-//! buffer mapped by [`start`], and does nothing else:
+//! **Who gets a signal: a ticker thread, not a kernel timer.** While a
+//! profile runs, one thread of ours ([`tick`]) wakes every [`TICK`], reads
+//! the CPU clock of every thread of the process (`clock_gettime` on that
+//! thread's clock), and when a thread has used another 1/99 s of CPU since
+//! its last sample it sends that thread SIGPROF with `rt_tgsigqueueinfo`,
+//! carrying the thread's slot in [`OWED`], where the periods it owes are
+//! added. The handler takes them all (`swap(0)`) as the sample's weight, so
+//! a signal lost because one was still pending only makes the next one
+//! heavier: the counts are the threads' CPU time / period, exactly. Kernel
+//! timers were measured first (`docs/design.md`): `setitimer(ITIMER_PROF)`
+//! counts the process's CPU and lets the kernel choose the thread, and on a
+//! contended machine 300 ms of one thread's CPU gave 9–14 samples of 29;
+//! per-thread POSIX CPU timers gave anywhere from 0 to 29 (an `si_overrun`
+//! weight recovered most, not all), and in the end-to-end fixture a 100 ms
+//! spin came out with no sample in 3 of 6 runs. Threads that start during
+//! the profile are picked up at the next scan of `/proc/self/task` (every
+//! [`RESCAN_TICKS`] ticks).
+//!
+//! The handler ([`on_sigprof`]) records one stack of raw instruction
+//! addresses into a buffer mapped by [`start`], and does nothing else:
 //!
 //! - **No allocation, no lock.** The buffer is an anonymous `mmap` of fixed
 //!   size made before the timer starts; a handler claims a slot with one
@@ -37,7 +53,7 @@
 //!   profiler's own symbol warm-up thread, and a signal that lands on it is
 //!   not recorded (one atomic load per signal, plus `gettid` while a thread
 //!   is excluded). Its CPU time is the profiler's, not the handler's.
-//! - **Stopping** disarms the timer, clears [`ENABLED`], then waits until no
+//! - **Stopping** stops the ticker, clears [`ENABLED`], then waits until no
 //!   handler is running ([`IN_HANDLER`]) before anyone reads the buffer.
 //!   SIGPROF is then ignored rather than reset to its default action, which
 //!   would kill the process if one were still pending.
@@ -46,12 +62,19 @@
 
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::{Duration, Instant};
 
 /// Set in a slot's depth word when the sample was taken inside the
 /// invocation future's poll and cut at its root (see [`set_poll_root`]).
 const IN_POLL: u64 = 1 << 63;
+/// Where a slot's depth word keeps the CPU periods the sample stands for,
+/// minus one (bits 32–62; the depth is in the low bits).
+const EXTRA_SHIFT: u32 = 32;
+const EXTRA_MASK: u64 = (1 << 31) - 1;
 
 thread_local! {
     /// The address of a local in the wrapper's poll while this thread polls a
@@ -97,6 +120,22 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// A thread whose samples are not recorded (0: none): the symbol warm-up
 /// thread, whose CPU time is the profiler's, not the handler's.
 static EXCLUDED_TID: AtomicI32 = AtomicI32::new(0);
+/// How often the ticker reads the threads' CPU clocks: a sample lands at
+/// most this long after its thread's 1/99 s of CPU was used.
+pub(crate) const TICK: Duration = Duration::from_millis(2);
+/// The ticker looks for new threads every this many ticks (50 ms).
+const RESCAN_TICKS: u32 = 25;
+/// Threads the ticker can watch in one profile; more than a Lambda
+/// function's runtime has (tokio's workers and blocking pool).
+const MAX_THREADS: usize = 256;
+/// CPU periods each watched thread has used that no sample has stood for
+/// yet, by the slot the ticker gave the thread. The ticker adds, the
+/// thread's SIGPROF handler takes.
+static OWED: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
+/// This process's ID, for telling the ticker's signals from anyone else's.
+static PID: AtomicI32 = AtomicI32::new(0);
+/// Ticker threads started and not yet finished.
+static TICKERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why the sampler could not start.
 #[derive(Debug)]
@@ -111,6 +150,14 @@ pub(crate) enum SamplerError {
 #[derive(Debug)]
 pub(crate) struct Sampler {
     buffer: Option<Mapping>,
+    ticker: Option<Ticker>,
+}
+
+/// The ticker thread; [`Ticker::stop`] ends it.
+#[derive(Debug)]
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The recorded stacks, after sampling stopped.
@@ -156,22 +203,30 @@ impl Mapping {
         }
     }
 
-    /// The stack recorded in `slot`, leaf first, and whether it was cut at
-    /// the invocation's root.
-    fn stack(&self, slot: usize) -> (bool, &[u64]) {
+    /// The stack recorded in `slot`, leaf first, whether it was cut at the
+    /// invocation's root, and how many CPU periods it stands for.
+    fn stack(&self, slot: usize) -> (bool, &[u64], usize) {
         if slot >= self.slots {
-            return (false, &[]);
+            return (false, &[], 0);
         }
         // SAFETY: `slot < slots`, so the slot lies inside the mapping, and no
         // handler writes it any more (only `Samples` calls this, after the
         // drain in `stop`). The depth word is clamped to the slot size.
         unsafe {
             let base = self.ptr.as_ptr().add(slot * SLOT_WORDS);
-            let in_poll = *base & IN_POLL != 0;
-            let depth = usize::try_from(*base & !IN_POLL)
+            let word = *base;
+            let in_poll = word & IN_POLL != 0;
+            let depth = usize::try_from(word & u64::from(u32::MAX))
                 .unwrap_or(0)
                 .min(MAX_FRAMES);
-            (in_poll, std::slice::from_raw_parts(base.add(1), depth))
+            let weight = usize::try_from((word >> EXTRA_SHIFT) & EXTRA_MASK)
+                .unwrap_or(0)
+                .saturating_add(1);
+            (
+                in_poll,
+                std::slice::from_raw_parts(base.add(1), depth),
+                weight,
+            )
         }
     }
 }
@@ -191,7 +246,7 @@ impl Drop for Mapping {
 ///
 /// # Errors
 /// [`SamplerError::Busy`] if a sampler exists; [`SamplerError::Os`] if the
-/// buffer, the signal handler or the timer cannot be set up.
+/// buffer, the signal handler or the ticker thread cannot be set up.
 pub(crate) fn start(hz: u32, slots: usize) -> Result<Sampler, SamplerError> {
     if OWNED.swap(true, Ordering::AcqRel) {
         return Err(SamplerError::Busy);
@@ -210,18 +265,19 @@ pub(crate) fn start(hz: u32, slots: usize) -> Result<Sampler, SamplerError> {
     BUFFER.store(mapping.ptr.as_ptr(), Ordering::SeqCst);
     ENABLED.store(true, Ordering::SeqCst);
     // From here on `Sampler`'s Drop undoes whatever was set up.
-    let sampler = Sampler {
+    let mut sampler = Sampler {
         buffer: Some(mapping),
+        ticker: None,
     };
     install_handler()?;
-    set_timer(hz)?;
+    sampler.ticker = Some(Ticker::start(hz)?);
     Ok(sampler)
 }
 
 impl Sampler {
     /// Stops sampling and hands over the recorded stacks.
     pub(crate) fn stop(mut self) -> Samples {
-        let drained = halt();
+        let drained = halt(self.ticker.take());
         let mapping = self.buffer.take();
         let slots = mapping.as_ref().map_or(0, |m| m.slots);
         let recorded = NEXT.load(Ordering::SeqCst).min(slots);
@@ -245,7 +301,7 @@ impl Sampler {
 impl Drop for Sampler {
     fn drop(&mut self) {
         if let Some(mapping) = self.buffer.take()
-            && !halt()
+            && !halt(self.ticker.take())
         {
             std::mem::forget(mapping);
         }
@@ -254,17 +310,27 @@ impl Drop for Sampler {
 }
 
 impl Samples {
-    /// Every recorded stack, leaf first: the interrupted PC, then return
-    /// addresses.
+    /// Every sample's stack, leaf first: the interrupted PC, then return
+    /// addresses. A sample that stands for several CPU periods (its signal
+    /// arrived late, see [`OWED`]) is one stack yielded once per period, so
+    /// counts stay CPU time / period.
     pub(crate) fn stacks(&self) -> impl Iterator<Item = &[u64]> + '_ {
         self.marked_stacks().map(|(_, stack)| stack)
     }
 
-    /// Every recorded stack with whether it was taken inside the profiled
-    /// invocation's poll (and cut at its root; see [`set_poll_root`]).
+    /// Every sample's stack (as [`Samples::stacks`]) with whether it was
+    /// taken inside the profiled invocation's poll (and cut at its root;
+    /// see [`set_poll_root`]).
     pub(crate) fn marked_stacks(&self) -> impl Iterator<Item = (bool, &[u64])> + '_ {
         let mapping = self.mapping.as_ref();
-        (0..self.recorded).filter_map(move |slot| mapping.map(|m| m.stack(slot)))
+        (0..self.recorded)
+            .filter_map(move |slot| mapping.map(|m| m.stack(slot)))
+            .flat_map(|(in_poll, stack, weight)| std::iter::repeat_n((in_poll, stack), weight))
+    }
+
+    /// Slots filled: the memory the samples hold.
+    pub(crate) fn recorded(&self) -> usize {
+        self.recorded
     }
 
     /// Samples lost because the buffer was full.
@@ -273,12 +339,12 @@ impl Samples {
     }
 }
 
-/// Disarms the timer, stops recording and waits for running handlers.
+/// Stops the ticker, stops recording and waits for running handlers.
 /// Returns whether every handler finished.
-fn halt() -> bool {
-    // Errors are ignored on purpose: with the timer already disarmed there is
-    // nothing better to do, and ENABLED stops recording either way.
-    let _ = set_timer(0);
+fn halt(ticker: Option<Ticker>) -> bool {
+    if let Some(ticker) = ticker {
+        ticker.stop();
+    }
     ENABLED.store(false, Ordering::SeqCst);
     let waited = Instant::now();
     let mut drained = IN_HANDLER.load(Ordering::SeqCst) == 0;
@@ -341,52 +407,237 @@ fn ignore_signal() {
     }
 }
 
-fn set_timer(hz: u32) -> Result<(), SamplerError> {
-    let interval_us = if hz == 0 {
-        0
-    } else {
-        1_000_000 / i64::from(hz)
-    };
-    let interval = libc::timeval {
-        tv_sec: 0,
-        tv_usec: interval_us,
-    };
-    let timer = libc::itimerval {
-        it_interval: interval,
-        it_value: interval,
-    };
-    // SAFETY: `timer` is a valid itimerval; the old value is not requested.
-    let rc = unsafe { libc::setitimer(libc::ITIMER_PROF, &timer, ptr::null_mut()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(SamplerError::Os(
-            "setitimer",
-            std::io::Error::last_os_error(),
-        ))
+impl Ticker {
+    fn start(hz: u32) -> Result<Ticker, SamplerError> {
+        PID.store(
+            i32::try_from(std::process::id()).unwrap_or(0),
+            Ordering::SeqCst,
+        );
+        for owed in &OWED {
+            owed.store(0, Ordering::SeqCst);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let period_ns = 1_000_000_000 / u64::from(hz.max(1));
+        TICKERS.fetch_add(1, Ordering::SeqCst);
+        let thread = std::thread::Builder::new()
+            .name("xrayprofile-tick".to_owned())
+            .stack_size(128 * 1024)
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || {
+                    tick(&stop, period_ns);
+                    TICKERS.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .map_err(|err| {
+                TICKERS.fetch_sub(1, Ordering::SeqCst);
+                SamplerError::Os("spawn (ticker thread)", err)
+            })?;
+        Ok(Ticker { stop, thread })
+    }
+
+    /// Ends the ticker and waits for it (at most one tick's work).
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
     }
 }
 
-/// Whether the profiling timer is armed (for tests of [`Drop`]).
-#[cfg(test)]
-pub(crate) fn timer_armed() -> bool {
-    // SAFETY: `getitimer` writes a valid itimerval into `current`.
-    unsafe {
-        let mut current: libc::itimerval = std::mem::zeroed();
-        libc::getitimer(libc::ITIMER_PROF, &mut current);
-        current.it_value.tv_sec != 0 || current.it_value.tv_usec != 0
+/// A thread the ticker watches.
+struct Watched {
+    tid: i32,
+    clock: libc::clockid_t,
+    /// Its CPU time at which the next period is complete.
+    next_ns: u64,
+    slot: usize,
+}
+
+/// The ticker's loop (see the module docs). Everything it does is ordinary
+/// thread code: it may allocate and read `/proc`.
+fn tick(stop: &AtomicBool, period_ns: u64) {
+    let me = current_tid();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut slots_used = 0_usize;
+    let mut ticks = 0_u32;
+    while !stop.load(Ordering::SeqCst) {
+        if ticks.is_multiple_of(RESCAN_TICKS) {
+            watch_new_threads(&mut watched, &mut slots_used, me, period_ns);
+        }
+        ticks = ticks.wrapping_add(1);
+        watched.retain_mut(|thread| {
+            let Some(now) = cpu_time_of(thread.clock) else {
+                return false; // the thread exited
+            };
+            if now < thread.next_ns {
+                return true;
+            }
+            let periods = (now - thread.next_ns) / period_ns + 1;
+            thread.next_ns += periods * period_ns;
+            if thread.tid == EXCLUDED_TID.load(Ordering::SeqCst) {
+                return true;
+            }
+            if let Some(owed) = OWED.get(thread.slot) {
+                owed.fetch_add(u32::try_from(periods).unwrap_or(u32::MAX), Ordering::SeqCst);
+            }
+            send_sample_signal(thread.tid, thread.slot)
+        });
+        std::thread::park_timeout(TICK);
     }
+}
+
+/// Adds the threads of `/proc/self/task` not yet watched (except the
+/// ticker), each with a fresh slot, starting their count now.
+fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32, period_ns: u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for tid in tasks.filter_map(|task| task.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if tid == me || watched.iter().any(|thread| thread.tid == tid) || *slots_used >= MAX_THREADS
+        {
+            continue;
+        }
+        let clock = thread_cpu_clock(tid);
+        let Some(now) = cpu_time_of(clock) else {
+            continue;
+        };
+        watched.push(Watched {
+            tid,
+            clock,
+            next_ns: now + period_ns,
+            slot: *slots_used,
+        });
+        *slots_used += 1;
+    }
+}
+
+/// The clock ID of thread `tid`'s CPU time, as glibc's
+/// `pthread_getcpuclockid` builds it (the kernel's `MAKE_THREAD_CPUCLOCK`
+/// with `CPUCLOCK_SCHED`); it takes a kernel thread ID, which we have from
+/// `/proc`, where `pthread_getcpuclockid` needs a `pthread_t`.
+fn thread_cpu_clock(tid: i32) -> libc::clockid_t {
+    const CPUCLOCK_PERTHREAD: u32 = 4;
+    const CPUCLOCK_SCHED: u32 = 2;
+    let id = (!tid.cast_unsigned() << 3) | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED;
+    id.cast_signed()
+}
+
+/// The CPU time on `clock`, in ns; `None` once its thread has exited.
+fn cpu_time_of(clock: libc::clockid_t) -> Option<u64> {
+    // SAFETY: timespec is a plain C struct for which all-zero is valid.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `clock_gettime` writes a valid timespec into `now`.
+    let rc = unsafe { libc::clock_gettime(clock, &mut now) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u64::try_from(now.tv_nsec).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// The leading fields of the kernel's `siginfo_t` for a queued signal
+/// (`_sifields._rt`); the libc crate does not expose them for glibc. The
+/// union starts at offset 16 on 64-bit targets, the only ones built here.
+#[repr(C)]
+struct QueuedSiginfo {
+    signo: libc::c_int,
+    errno: libc::c_int,
+    code: libc::c_int,
+    _union_alignment: libc::c_int,
+    pid: libc::pid_t,
+    uid: libc::uid_t,
+    value: usize,
+}
+
+/// Sends SIGPROF to thread `tid` with `slot` as its value. Returns false if
+/// the thread is gone.
+fn send_sample_signal(tid: i32, slot: usize) -> bool {
+    // SAFETY: siginfo_t is a plain C struct for which all-zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let queued = QueuedSiginfo {
+        signo: libc::SIGPROF,
+        errno: 0,
+        code: libc::SI_QUEUE,
+        _union_alignment: 0,
+        pid: PID.load(Ordering::SeqCst),
+        // SAFETY: getuid cannot fail.
+        uid: unsafe { libc::getuid() },
+        value: slot,
+    };
+    // SAFETY: QueuedSiginfo (32 bytes) fits in siginfo_t (128 bytes) and
+    // has the layout of its first fields; `info` is ours to write.
+    unsafe {
+        std::ptr::write(
+            std::ptr::from_mut(&mut info).cast::<QueuedSiginfo>(),
+            queued,
+        )
+    };
+    // SAFETY: rt_tgsigqueueinfo reads `info`; the target is a thread of this
+    // process, to which any `si_code` may be sent.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            PID.load(Ordering::SeqCst),
+            tid,
+            libc::SIGPROF,
+            &raw const info,
+        )
+    };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The CPU periods this signal stands for, if the ticker sent it: taken
+/// from [`OWED`] so a later signal to the same thread does not count them
+/// again (0 when an earlier signal already took them).
+fn owed_periods(info: *const libc::siginfo_t) -> u64 {
+    if info.is_null() {
+        return 0;
+    }
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t (128
+    // bytes), of which QueuedSiginfo reads the first 32.
+    let queued = unsafe { &*info.cast::<QueuedSiginfo>() };
+    if queued.code != libc::SI_QUEUE || queued.pid != PID.load(Ordering::SeqCst) {
+        return 0;
+    }
+    OWED.get(queued.value)
+        .map_or(0, |owed| u64::from(owed.swap(0, Ordering::SeqCst)))
+}
+
+/// Whether a ticker thread is running (for tests of [`Drop`]).
+#[cfg(test)]
+pub(crate) fn ticker_running() -> bool {
+    TICKERS.load(Ordering::SeqCst) > 0
+}
+
+/// CPU time the calling thread has used (for tests that burn a known
+/// amount of it).
+#[cfg(test)]
+pub(crate) fn thread_cpu_time() -> Duration {
+    // SAFETY: `clock_gettime` writes a valid timespec into `now`.
+    let now = unsafe {
+        let mut now: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now);
+        now
+    };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The SIGPROF handler. Async-signal-safe: atomics, writes into the
 /// preallocated buffer, and libgcc's unwinder (see the module docs).
-extern "C" fn on_sigprof(_signal: libc::c_int, _info: *mut libc::siginfo_t, context: *mut c_void) {
+extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     // SAFETY: `__errno_location` returns this thread's errno; the unwinder
     // may change errno, which the interrupted code must not observe.
     let errno = unsafe { *libc::__errno_location() };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     if ENABLED.load(Ordering::SeqCst) && !on_excluded_thread() {
-        record(context);
+        let periods = owed_periods(info);
+        if periods > 0 {
+            record(context, periods);
+        }
     }
     IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above.
@@ -433,7 +684,7 @@ impl Drop for Excluded {
     }
 }
 
-fn record(context: *mut c_void) {
+fn record(context: *mut c_void, periods: u64) {
     let base = BUFFER.load(Ordering::SeqCst);
     let capacity = CAPACITY.load(Ordering::SeqCst);
     let slot = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -480,9 +731,10 @@ fn record(context: *mut c_void) {
     // Also when the root was not reached (a stack deeper than the slot): the
     // thread was inside the poll all the same.
     let flag = if root != 0 { IN_POLL } else { 0 };
+    let extra = (periods.saturating_sub(1).min(EXTRA_MASK)) << EXTRA_SHIFT;
     // SAFETY: word 0 of the slot; written last so a slot is complete once the
     // drain in `halt` is over (the depth word is read only after it).
-    unsafe { words.write(depth as u64 | flag) };
+    unsafe { words.write(depth as u64 | extra | flag) };
 }
 
 #[cfg(target_arch = "x86_64")]
