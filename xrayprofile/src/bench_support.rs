@@ -83,6 +83,13 @@ impl Profiling {
     }
 }
 
+/// Takes one CPU sample of the calling thread while a [`Profiling`] runs,
+/// through the sampler's own signal and handler; false if it could not
+/// (no profile, or the sampler does not watch this thread yet).
+pub fn sample_this_thread() -> bool {
+    crate::profiler::sample_this_thread()
+}
+
 /// Nanoseconds per poll of a future that yields `polls` times on a
 /// current-thread runtime, polled four ways.
 #[derive(Debug, Clone, Copy)]

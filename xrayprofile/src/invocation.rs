@@ -200,7 +200,7 @@ where
                     "overlapping invocations are not profiled; this one runs unprofiled"
                 }
                 ProfileError::Sampler(_) | ProfileError::Encode(_) => {
-                    "this invocation runs unprofiled; profiling needs SIGPROF and setitimer"
+                    "this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)"
                 }
             };
             tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: {hint}");

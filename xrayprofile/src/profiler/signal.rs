@@ -1,23 +1,23 @@
 //! The SIGPROF sampler: one of the two modules of the crate with `unsafe`
 //! code (the other is `wall::probe`, the probe waker).
 //!
-//! **Who gets a signal: a ticker thread, not a kernel timer.** While a
-//! profile runs, one thread of ours ([`tick`]) wakes every [`TICK`], reads
-//! the CPU clock of every thread of the process (`clock_gettime` on that
-//! thread's clock), and when a thread has used another 1/99 s of CPU since
-//! its last sample it sends that thread SIGPROF with `rt_tgsigqueueinfo`,
-//! carrying the thread's slot in [`OWED`], where the periods it owes are
-//! added. The handler takes them all (`swap(0)`) as the sample's weight, so
-//! a signal lost because one was still pending only makes the next one
-//! heavier: the counts are the threads' CPU time / period, exactly. Kernel
-//! timers were measured first (`docs/design.md`): `setitimer(ITIMER_PROF)`
-//! counts the process's CPU and lets the kernel choose the thread, and on a
-//! contended machine 300 ms of one thread's CPU gave 9–14 samples of 29;
-//! per-thread POSIX CPU timers gave anywhere from 0 to 29 (an `si_overrun`
-//! weight recovered most, not all), and in the end-to-end fixture a 100 ms
-//! spin came out with no sample in 3 of 6 runs. Threads that start during
-//! the profile are picked up at the next scan of `/proc/self/task` (every
-//! [`RESCAN_TICKS`] ticks).
+//! **Who gets a signal, and what a sample weighs.** A profile's helper
+//! thread, the ticker ([`tick`]), gives every thread of the process its own
+//! POSIX timer on *that thread's* CPU clock (`timer_create` with
+//! `SIGEV_THREAD_ID`), so SIGPROF arrives on the thread that used the CPU,
+//! where the kernel's process-wide `setitimer(ITIMER_PROF)` lets it choose
+//! any thread. Each watched thread has a slot, carried in the signal's
+//! value; the slot keeps the CPU time its samples already stand for
+//! ([`ACCOUNTED_NS`]). The handler reads its own thread's CPU clock and
+//! records one sample weighing the whole periods used since: so a signal
+//! the kernel delivered late, merged or never sent only makes the next one
+//! heavier, and counts are CPU time / period. On this 2-vCPU Firecracker VM
+//! with busy processes beside ours, the kernel's per-thread timers sent
+//! anywhere from 0 to all 29 signals for 300 ms of CPU (and
+//! `ITIMER_PROF` 9–14), so the ticker also wakes every [`TICK`] and, for a
+//! thread owed two periods or more, queues the signal itself
+//! (`rt_tgsigqueueinfo`). It also finds threads started during the profile
+//! (every [`RESCAN_TICKS`] ticks). Figures in `docs/design.md`.
 //!
 //! The handler ([`on_sigprof`]) records one stack of raw instruction
 //! addresses into a buffer mapped by [`start`], and does nothing else:
@@ -63,9 +63,7 @@
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Set in a slot's depth word when the sample was taken inside the
@@ -120,22 +118,31 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// A thread whose samples are not recorded (0: none): the symbol warm-up
 /// thread, whose CPU time is the profiler's, not the handler's.
 static EXCLUDED_TID: AtomicI32 = AtomicI32::new(0);
-/// How often the ticker reads the threads' CPU clocks: a sample lands at
-/// most this long after its thread's 1/99 s of CPU was used.
-pub(crate) const TICK: Duration = Duration::from_millis(2);
-/// The ticker looks for new threads every this many ticks (50 ms).
-const RESCAN_TICKS: u32 = 25;
-/// Threads the ticker can watch in one profile; more than a Lambda
-/// function's runtime has (tokio's workers and blocking pool).
+/// How often the ticker checks the threads' CPU clocks for signals the
+/// kernel did not send. Each wake-up costs this VM ≈ 35–40 µs of CPU, so
+/// 20 ms keeps the ticker near 0.2 % of a CPU; a missed sample arrives at
+/// most one tick late.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
+/// The ticker looks for new threads every this many ticks (100 ms).
+const RESCAN_TICKS: u32 = 5;
+/// Threads one profile can watch; more than a Lambda function's runtime
+/// has (tokio's workers and blocking pool).
 const MAX_THREADS: usize = 256;
-/// CPU periods each watched thread has used that no sample has stood for
-/// yet, by the slot the ticker gave the thread. The ticker adds, the
-/// thread's SIGPROF handler takes.
-static OWED: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
+/// The kernel thread ID of each slot's thread (0: free).
+static SLOT_TID: [AtomicI32; MAX_THREADS] = [const { AtomicI32::new(0) }; MAX_THREADS];
+/// Each slot's thread's CPU time (ns) that its samples stand for so far.
+/// The ticker sets it when it starts watching the thread; after that only
+/// the thread's own handler moves it.
+static ACCOUNTED_NS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
+/// The CPU period per sample, in ns (1/99 s).
+static PERIOD_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// This process's ID, for telling the ticker's signals from anyone else's.
 static PID: AtomicI32 = AtomicI32::new(0);
 /// Ticker threads started and not yet finished.
 static TICKERS: AtomicUsize = AtomicUsize::new(0);
+/// Tests turn the kernel timers off to check the ticker alone.
+#[cfg(test)]
+pub(crate) static KERNEL_TIMERS: AtomicBool = AtomicBool::new(true);
 
 /// Why the sampler could not start.
 #[derive(Debug)]
@@ -312,8 +319,8 @@ impl Drop for Sampler {
 impl Samples {
     /// Every sample's stack, leaf first: the interrupted PC, then return
     /// addresses. A sample that stands for several CPU periods (its signal
-    /// arrived late, see [`OWED`]) is one stack yielded once per period, so
-    /// counts stay CPU time / period.
+    /// came late, see [`ACCOUNTED_NS`]) is one stack yielded once per
+    /// period, so counts stay CPU time / period.
     pub(crate) fn stacks(&self) -> impl Iterator<Item = &[u64]> + '_ {
         self.marked_stacks().map(|(_, stack)| stack)
     }
@@ -413,11 +420,11 @@ impl Ticker {
             i32::try_from(std::process::id()).unwrap_or(0),
             Ordering::SeqCst,
         );
-        for owed in &OWED {
-            owed.store(0, Ordering::SeqCst);
+        PERIOD_NS.store(1_000_000_000 / u64::from(hz.max(1)), Ordering::SeqCst);
+        for tid in &SLOT_TID {
+            tid.store(0, Ordering::SeqCst);
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let period_ns = 1_000_000_000 / u64::from(hz.max(1));
         TICKERS.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name("xrayprofile-tick".to_owned())
@@ -425,7 +432,7 @@ impl Ticker {
             .spawn({
                 let stop = Arc::clone(&stop);
                 move || {
-                    tick(&stop, period_ns);
+                    tick(&stop);
                     TICKERS.fetch_sub(1, Ordering::SeqCst);
                 }
             })
@@ -436,7 +443,7 @@ impl Ticker {
         Ok(Ticker { stop, thread })
     }
 
-    /// Ends the ticker and waits for it (at most one tick's work).
+    /// Ends the ticker, which deletes the timers, and waits for it.
     fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.thread().unpark();
@@ -448,15 +455,16 @@ impl Ticker {
 struct Watched {
     tid: i32,
     clock: libc::clockid_t,
-    /// Its CPU time at which the next period is complete.
-    next_ns: u64,
     slot: usize,
+    /// Its kernel timer, if one could be made.
+    timer: Option<libc::c_int>,
 }
 
-/// The ticker's loop (see the module docs). Everything it does is ordinary
-/// thread code: it may allocate and read `/proc`.
-fn tick(stop: &AtomicBool, period_ns: u64) {
+/// The ticker's loop (see the module docs). Ordinary thread code: it may
+/// allocate and read `/proc`.
+fn tick(stop: &AtomicBool) {
     let me = current_tid();
+    let period_ns = PERIOD_NS.load(Ordering::SeqCst);
     let mut watched: Vec<Watched> = Vec::new();
     let mut slots_used = 0_usize;
     let mut ticks = 0_u32;
@@ -465,49 +473,85 @@ fn tick(stop: &AtomicBool, period_ns: u64) {
             watch_new_threads(&mut watched, &mut slots_used, me, period_ns);
         }
         ticks = ticks.wrapping_add(1);
-        watched.retain_mut(|thread| {
+        watched.retain(|thread| {
             let Some(now) = cpu_time_of(thread.clock) else {
+                unwatch(thread);
                 return false; // the thread exited
             };
-            if now < thread.next_ns {
+            let accounted = ACCOUNTED_NS
+                .get(thread.slot)
+                .map_or(u64::MAX, |a| a.load(Ordering::SeqCst));
+            // One period is the kernel timer's; two means it missed one.
+            if now.saturating_sub(accounted) < 2 * period_ns {
                 return true;
             }
-            let periods = (now - thread.next_ns) / period_ns + 1;
-            thread.next_ns += periods * period_ns;
-            if thread.tid == EXCLUDED_TID.load(Ordering::SeqCst) {
-                return true;
+            send_sample_signal(thread.tid, thread.slot) || {
+                unwatch(thread);
+                false
             }
-            if let Some(owed) = OWED.get(thread.slot) {
-                owed.fetch_add(u32::try_from(periods).unwrap_or(u32::MAX), Ordering::SeqCst);
-            }
-            send_sample_signal(thread.tid, thread.slot)
         });
         std::thread::park_timeout(TICK);
     }
+    for thread in &watched {
+        unwatch(thread);
+    }
 }
 
-/// Adds the threads of `/proc/self/task` not yet watched (except the
-/// ticker), each with a fresh slot, starting their count now.
+/// Starts watching the threads of `/proc/self/task` not yet watched
+/// (except the ticker), each with a fresh slot and its own timer.
 fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32, period_ns: u64) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
     for tid in tasks.filter_map(|task| task.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        if tid == me || watched.iter().any(|thread| thread.tid == tid) || *slots_used >= MAX_THREADS
-        {
+        if tid == me || watched.iter().any(|thread| thread.tid == tid) {
             continue;
         }
+        let slot = *slots_used;
+        let (Some(tid_slot), Some(accounted)) = (SLOT_TID.get(slot), ACCOUNTED_NS.get(slot)) else {
+            return;
+        };
         let clock = thread_cpu_clock(tid);
         let Some(now) = cpu_time_of(clock) else {
             continue;
         };
+        // The slot is complete before any signal can name it.
+        accounted.store(now, Ordering::SeqCst);
+        tid_slot.store(tid, Ordering::SeqCst);
+        *slots_used += 1;
+        let timer = kernel_timers_enabled()
+            .then(|| create_thread_timer(tid, clock, slot, period_ns))
+            .flatten();
         watched.push(Watched {
             tid,
             clock,
-            next_ns: now + period_ns,
-            slot: *slots_used,
+            slot,
+            timer,
         });
-        *slots_used += 1;
+    }
+}
+
+#[cfg(test)]
+fn kernel_timers_enabled() -> bool {
+    KERNEL_TIMERS.load(Ordering::SeqCst)
+}
+
+#[cfg(not(test))]
+fn kernel_timers_enabled() -> bool {
+    true
+}
+
+/// Stops watching a thread: its timer goes, and its slot no longer matches
+/// any thread, so a signal still in flight records nothing.
+fn unwatch(thread: &Watched) {
+    if let Some(timer) = thread.timer {
+        // SAFETY: deletes a timer the ticker created and has not deleted.
+        unsafe {
+            libc::syscall(libc::SYS_timer_delete, timer);
+        }
+    }
+    if let Some(tid) = SLOT_TID.get(thread.slot) {
+        tid.store(0, Ordering::SeqCst);
     }
 }
 
@@ -523,6 +567,7 @@ fn thread_cpu_clock(tid: i32) -> libc::clockid_t {
 }
 
 /// The CPU time on `clock`, in ns; `None` once its thread has exited.
+/// Async-signal-safe (a system call), so the handler uses it too.
 fn cpu_time_of(clock: libc::clockid_t) -> Option<u64> {
     // SAFETY: timespec is a plain C struct for which all-zero is valid.
     let mut now: libc::timespec = unsafe { std::mem::zeroed() };
@@ -536,49 +581,109 @@ fn cpu_time_of(clock: libc::clockid_t) -> Option<u64> {
     Some(secs * 1_000_000_000 + nanos)
 }
 
-/// The leading fields of the kernel's `siginfo_t` for a queued signal
-/// (`_sifields._rt`); the libc crate does not expose them for glibc. The
-/// union starts at offset 16 on 64-bit targets, the only ones built here.
+/// A timer that sends SIGPROF, with `slot` as its value, to thread `tid`
+/// every `period_ns` of that thread's CPU time. Raw system calls: glibc <
+/// 2.34 keeps `timer_create` in librt, and the kernel's ID is all we need.
+fn create_thread_timer(
+    tid: i32,
+    clock: libc::clockid_t,
+    slot: usize,
+    period_ns: u64,
+) -> Option<libc::c_int> {
+    // SAFETY: sigevent is a plain C struct for which all-zero is valid.
+    let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+    event.sigev_signo = libc::SIGPROF;
+    event.sigev_notify = libc::SIGEV_THREAD_ID;
+    event.sigev_notify_thread_id = tid;
+    event.sigev_value = libc::sigval {
+        sival_ptr: std::ptr::without_provenance_mut(slot),
+    };
+    let mut timer: libc::c_int = 0;
+    // SAFETY: timer_create reads `event` and writes the new timer's ID into
+    // `timer`; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_timer_create,
+            clock,
+            &raw const event,
+            &raw mut timer,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let period = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: i64::try_from(period_ns).unwrap_or(10_000_000),
+    };
+    let spec = libc::itimerspec {
+        it_interval: period,
+        it_value: period,
+    };
+    // SAFETY: `timer` is the timer just created; `spec` is a valid
+    // itimerspec; the old value is not requested.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            timer,
+            0,
+            &raw const spec,
+            ptr::null_mut::<libc::itimerspec>(),
+        )
+    };
+    if rc != 0 {
+        // SAFETY: deletes the timer just created.
+        unsafe {
+            libc::syscall(libc::SYS_timer_delete, timer);
+        }
+        return None;
+    }
+    Some(timer)
+}
+
+/// The leading fields of the kernel's `siginfo_t` for a POSIX timer signal
+/// (`_sifields._timer`) and a queued one (`_sifields._rt`): both put the
+/// signal's value at offset 24. The libc crate does not expose them for
+/// glibc. The union starts at offset 16 on 64-bit targets, the only ones
+/// built here.
 #[repr(C)]
-struct QueuedSiginfo {
+struct ValueSiginfo {
     signo: libc::c_int,
     errno: libc::c_int,
     code: libc::c_int,
     _union_alignment: libc::c_int,
-    pid: libc::pid_t,
-    uid: libc::uid_t,
+    /// `_timer`: the timer's ID; `_rt`: the sender's PID.
+    first: libc::c_int,
+    /// `_timer`: the overrun count; `_rt`: the sender's UID.
+    second: libc::c_int,
     value: usize,
 }
 
-/// Sends SIGPROF to thread `tid` with `slot` as its value. Returns false if
-/// the thread is gone.
+/// Queues SIGPROF for thread `tid` with `slot` as its value, as its timer
+/// would. Returns false if the thread is gone.
 fn send_sample_signal(tid: i32, slot: usize) -> bool {
+    let pid = PID.load(Ordering::SeqCst);
     // SAFETY: siginfo_t is a plain C struct for which all-zero is valid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let queued = QueuedSiginfo {
+    let queued = ValueSiginfo {
         signo: libc::SIGPROF,
         errno: 0,
         code: libc::SI_QUEUE,
         _union_alignment: 0,
-        pid: PID.load(Ordering::SeqCst),
+        first: pid,
         // SAFETY: getuid cannot fail.
-        uid: unsafe { libc::getuid() },
+        second: unsafe { libc::getuid() }.cast_signed(),
         value: slot,
     };
-    // SAFETY: QueuedSiginfo (32 bytes) fits in siginfo_t (128 bytes) and
-    // has the layout of its first fields; `info` is ours to write.
-    unsafe {
-        std::ptr::write(
-            std::ptr::from_mut(&mut info).cast::<QueuedSiginfo>(),
-            queued,
-        )
-    };
+    // SAFETY: ValueSiginfo (32 bytes) fits in siginfo_t (128 bytes) and has
+    // the layout of its first fields; `info` is ours to write.
+    unsafe { ptr::write(ptr::from_mut(&mut info).cast::<ValueSiginfo>(), queued) };
     // SAFETY: rt_tgsigqueueinfo reads `info`; the target is a thread of this
     // process, to which any `si_code` may be sent.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_rt_tgsigqueueinfo,
-            PID.load(Ordering::SeqCst),
+            pid,
             tid,
             libc::SIGPROF,
             &raw const info,
@@ -587,21 +692,65 @@ fn send_sample_signal(tid: i32, slot: usize) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// The CPU periods this signal stands for, if the ticker sent it: taken
-/// from [`OWED`] so a later signal to the same thread does not count them
-/// again (0 when an earlier signal already took them).
-fn owed_periods(info: *const libc::siginfo_t) -> u64 {
+/// The whole CPU periods this thread used since its last sample, if the
+/// signal is one of ours for this thread; they are then accounted for, so
+/// a second signal for the same time (the ticker's and the timer's) weighs
+/// nothing. Async-signal-safe: atomics, `gettid`, `clock_gettime`.
+fn periods_owed(info: *const libc::siginfo_t) -> u64 {
     if info.is_null() {
         return 0;
     }
     // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t (128
-    // bytes), of which QueuedSiginfo reads the first 32.
-    let queued = unsafe { &*info.cast::<QueuedSiginfo>() };
-    if queued.code != libc::SI_QUEUE || queued.pid != PID.load(Ordering::SeqCst) {
+    // bytes), of which ValueSiginfo reads the first 32.
+    let signal = unsafe { &*info.cast::<ValueSiginfo>() };
+    let ours = match signal.code {
+        libc::SI_TIMER => true,
+        libc::SI_QUEUE => signal.first == PID.load(Ordering::SeqCst),
+        _ => false,
+    };
+    let slot = signal.value;
+    let (Some(tid), Some(accounted)) = (SLOT_TID.get(slot), ACCOUNTED_NS.get(slot)) else {
+        return 0;
+    };
+    if !ours || tid.load(Ordering::SeqCst) != current_tid() {
         return 0;
     }
-    OWED.get(queued.value)
-        .map_or(0, |owed| u64::from(owed.swap(0, Ordering::SeqCst)))
+    let Some(now) = cpu_time_of(libc::CLOCK_THREAD_CPUTIME_ID) else {
+        return 0;
+    };
+    let period_ns = PERIOD_NS.load(Ordering::SeqCst).max(1);
+    let since = accounted.load(Ordering::SeqCst);
+    let periods = now.saturating_sub(since) / period_ns;
+    if periods > 0 {
+        accounted.store(since + periods * period_ns, Ordering::SeqCst);
+    }
+    periods
+}
+
+/// Takes one sample of the calling thread now, through the same signal and
+/// handler path as the ticker's: for the benchmark that prices the
+/// handler. False if no profile is running or the ticker does not watch
+/// this thread (yet).
+pub(crate) fn sample_this_thread() -> bool {
+    let tid = current_tid();
+    let Some(slot) = SLOT_TID
+        .iter()
+        .position(|slot| slot.load(Ordering::SeqCst) == tid)
+    else {
+        return false;
+    };
+    let (Some(accounted), Some(now)) = (
+        ACCOUNTED_NS.get(slot),
+        cpu_time_of(libc::CLOCK_THREAD_CPUTIME_ID),
+    ) else {
+        return false;
+    };
+    // Owe exactly one period, so the handler records one sample.
+    accounted.store(
+        now.saturating_sub(PERIOD_NS.load(Ordering::SeqCst)),
+        Ordering::SeqCst,
+    );
+    send_sample_signal(tid, slot)
 }
 
 /// Whether a ticker thread is running (for tests of [`Drop`]).
@@ -634,7 +783,7 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     let errno = unsafe { *libc::__errno_location() };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     if ENABLED.load(Ordering::SeqCst) && !on_excluded_thread() {
-        let periods = owed_periods(info);
+        let periods = periods_owed(info);
         if periods > 0 {
             record(context, periods);
         }
