@@ -585,16 +585,33 @@ mod tests {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = ActiveProfile::start_cold().unwrap();
-        assert!(signal::ticker_running());
+        assert!(
+            eventually(|| signal::ticker_timers() > 0),
+            "the ticker gives the threads their timers"
+        );
         assert!(matches!(ActiveProfile::start(), Err(ProfileError::Busy)));
         drop(first);
         assert!(
-            !signal::ticker_running(),
-            "dropping the profile ends the ticker thread"
+            eventually(|| signal::ticker_timers() == 0),
+            "dropping the profile deletes the timers"
         );
         let again = ActiveProfile::start_cold().unwrap();
+        assert!(eventually(|| signal::ticker_timers() > 0));
         drop(again);
-        assert!(!signal::ticker_running());
+        assert!(eventually(|| signal::ticker_timers() == 0));
+    }
+
+    /// Whether `condition` holds within a second (the ticker acts on its
+    /// own thread).
+    fn eventually(condition: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        while !condition() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
     }
 
     #[test]

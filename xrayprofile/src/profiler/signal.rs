@@ -1,8 +1,9 @@
 //! The SIGPROF sampler: one of the two modules of the crate with `unsafe`
 //! code (the other is `wall::probe`, the probe waker).
 //!
-//! **Who gets a signal, and what a sample weighs.** A profile's helper
-//! thread, the ticker ([`tick`]), gives every thread of the process its own
+//! **Who gets a signal, and what a sample weighs.** A helper thread, the
+//! ticker ([`tick`]; started by the first profile, parked between
+//! profiles), gives every thread of the process its own
 //! POSIX timer on *that thread's* CPU clock (`timer_create` with
 //! `SIGEV_THREAD_ID`), so SIGPROF arrives on the thread that used the CPU,
 //! where the kernel's process-wide `setitimer(ITIMER_PROF)` lets it choose
@@ -53,7 +54,9 @@
 //!   profiler's own symbol warm-up thread, and a signal that lands on it is
 //!   not recorded (one atomic load per signal, plus `gettid` while a thread
 //!   is excluded). Its CPU time is the profiler's, not the handler's.
-//! - **Stopping** stops the ticker, clears [`ENABLED`], then waits until no
+//! - **Stopping** tells the ticker to delete the timers (it does so on its
+//!   own time; a late timer signal finds no slot for this session and
+//!   records nothing), clears [`ENABLED`], then waits until no
 //!   handler is running ([`IN_HANDLER`]) before anyone reads the buffer.
 //!   SIGPROF is then ignored rather than reset to its default action, which
 //!   would kill the process if one were still pending.
@@ -62,8 +65,9 @@
 
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::{Duration, Instant};
 
 /// Set in a slot's depth word when the sample was taken inside the
@@ -128,8 +132,19 @@ const RESCAN_TICKS: u32 = 5;
 /// Threads one profile can watch; more than a Lambda function's runtime
 /// has (tokio's workers and blocking pool).
 const MAX_THREADS: usize = 256;
-/// The kernel thread ID of each slot's thread (0: free).
-static SLOT_TID: [AtomicI32; MAX_THREADS] = [const { AtomicI32::new(0) }; MAX_THREADS];
+/// Each slot's owner: the profile session in the high 32 bits, the kernel
+/// thread ID in the low ones. A signal counts only on its slot's thread
+/// and only in the session that gave out the slot, so a timer signal that
+/// outlives its profile records nothing.
+static SLOT_OWNER: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
+/// The current profile session; bumped by every [`start`].
+static SESSION: AtomicU32 = AtomicU32::new(0);
+/// Set while a profile wants samples; the ticker parks when it is clear.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The ticker thread, once started.
+static TICKER: std::sync::Mutex<Option<std::thread::Thread>> = std::sync::Mutex::new(None);
+/// Timers the ticker holds (for tests).
+static TIMERS_LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Each slot's thread's CPU time (ns) that its samples stand for so far.
 /// The ticker sets it when it starts watching the thread; after that only
 /// the thread's own handler moves it.
@@ -138,8 +153,6 @@ static ACCOUNTED_NS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MA
 static PERIOD_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// This process's ID, for telling the ticker's signals from anyone else's.
 static PID: AtomicI32 = AtomicI32::new(0);
-/// Ticker threads started and not yet finished.
-static TICKERS: AtomicUsize = AtomicUsize::new(0);
 /// Tests turn the kernel timers off to check the ticker alone.
 #[cfg(test)]
 pub(crate) static KERNEL_TIMERS: AtomicBool = AtomicBool::new(true);
@@ -157,14 +170,6 @@ pub(crate) enum SamplerError {
 #[derive(Debug)]
 pub(crate) struct Sampler {
     buffer: Option<Mapping>,
-    ticker: Option<Ticker>,
-}
-
-/// The ticker thread; [`Ticker::stop`] ends it.
-#[derive(Debug)]
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 /// The recorded stacks, after sampling stopped.
@@ -272,19 +277,18 @@ pub(crate) fn start(hz: u32, slots: usize) -> Result<Sampler, SamplerError> {
     BUFFER.store(mapping.ptr.as_ptr(), Ordering::SeqCst);
     ENABLED.store(true, Ordering::SeqCst);
     // From here on `Sampler`'s Drop undoes whatever was set up.
-    let mut sampler = Sampler {
+    let sampler = Sampler {
         buffer: Some(mapping),
-        ticker: None,
     };
     install_handler()?;
-    sampler.ticker = Some(Ticker::start(hz)?);
+    start_ticking(hz)?;
     Ok(sampler)
 }
 
 impl Sampler {
     /// Stops sampling and hands over the recorded stacks.
     pub(crate) fn stop(mut self) -> Samples {
-        let drained = halt(self.ticker.take());
+        let drained = halt();
         let mapping = self.buffer.take();
         let slots = mapping.as_ref().map_or(0, |m| m.slots);
         let recorded = NEXT.load(Ordering::SeqCst).min(slots);
@@ -308,7 +312,7 @@ impl Sampler {
 impl Drop for Sampler {
     fn drop(&mut self) {
         if let Some(mapping) = self.buffer.take()
-            && !halt(self.ticker.take())
+            && !halt()
         {
             std::mem::forget(mapping);
         }
@@ -348,10 +352,8 @@ impl Samples {
 
 /// Stops the ticker, stops recording and waits for running handlers.
 /// Returns whether every handler finished.
-fn halt(ticker: Option<Ticker>) -> bool {
-    if let Some(ticker) = ticker {
-        ticker.stop();
-    }
+fn halt() -> bool {
+    stop_ticking();
     ENABLED.store(false, Ordering::SeqCst);
     let waited = Instant::now();
     let mut drained = IN_HANDLER.load(Ordering::SeqCst) == 0;
@@ -414,40 +416,44 @@ fn ignore_signal() {
     }
 }
 
-impl Ticker {
-    fn start(hz: u32) -> Result<Ticker, SamplerError> {
-        PID.store(
-            i32::try_from(std::process::id()).unwrap_or(0),
-            Ordering::SeqCst,
-        );
-        PERIOD_NS.store(1_000_000_000 / u64::from(hz.max(1)), Ordering::SeqCst);
-        for tid in &SLOT_TID {
-            tid.store(0, Ordering::SeqCst);
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        TICKERS.fetch_add(1, Ordering::SeqCst);
-        let thread = std::thread::Builder::new()
-            .name("xrayprofile-tick".to_owned())
-            .stack_size(128 * 1024)
-            .spawn({
-                let stop = Arc::clone(&stop);
-                move || {
-                    tick(&stop);
-                    TICKERS.fetch_sub(1, Ordering::SeqCst);
-                }
-            })
-            .map_err(|err| {
-                TICKERS.fetch_sub(1, Ordering::SeqCst);
-                SamplerError::Os("spawn (ticker thread)", err)
-            })?;
-        Ok(Ticker { stop, thread })
+/// Opens a new session and wakes the ticker (starting it the first time).
+fn start_ticking(hz: u32) -> Result<(), SamplerError> {
+    PID.store(
+        i32::try_from(std::process::id()).unwrap_or(0),
+        Ordering::SeqCst,
+    );
+    PERIOD_NS.store(1_000_000_000 / u64::from(hz.max(1)), Ordering::SeqCst);
+    // Slots of earlier sessions stop counting from here on.
+    SESSION.fetch_add(1, Ordering::SeqCst);
+    ACTIVE.store(true, Ordering::SeqCst);
+    let mut ticker = TICKER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(thread) = ticker.as_ref() {
+        thread.unpark();
+        return Ok(());
     }
+    let thread = std::thread::Builder::new()
+        .name("xrayprofile-tick".to_owned())
+        .stack_size(128 * 1024)
+        .spawn(tick)
+        .map_err(|err| {
+            ACTIVE.store(false, Ordering::SeqCst);
+            SamplerError::Os("spawn (ticker thread)", err)
+        })?;
+    *ticker = Some(thread.thread().clone());
+    Ok(())
+}
 
-    /// Ends the ticker, which deletes the timers, and waits for it.
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.thread().unpark();
-        let _ = self.thread.join();
+/// Ends the session: the ticker deletes the timers when it next wakes, and
+/// parks. Does not wait, so stopping a profile costs no thread hand-off.
+fn stop_ticking() {
+    ACTIVE.store(false, Ordering::SeqCst);
+    let ticker = TICKER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(thread) = ticker.as_ref() {
+        thread.unpark();
     }
 }
 
@@ -460,17 +466,31 @@ struct Watched {
     timer: Option<libc::c_int>,
 }
 
-/// The ticker's loop (see the module docs). Ordinary thread code: it may
-/// allocate and read `/proc`.
-fn tick(stop: &AtomicBool) {
+/// The ticker's loop (see the module docs): for the process's life,
+/// parked while no profile runs. Ordinary thread code: it may allocate and
+/// read `/proc`.
+fn tick() {
     let me = current_tid();
-    let period_ns = PERIOD_NS.load(Ordering::SeqCst);
     let mut watched: Vec<Watched> = Vec::new();
-    let mut slots_used = 0_usize;
+    let mut session = 0_u32;
     let mut ticks = 0_u32;
-    while !stop.load(Ordering::SeqCst) {
+    loop {
+        let active = ACTIVE.load(Ordering::SeqCst);
+        let current = SESSION.load(Ordering::SeqCst);
+        if !active || current != session {
+            for thread in watched.drain(..) {
+                unwatch(&thread);
+            }
+            if !active {
+                std::thread::park();
+                continue;
+            }
+            session = current;
+            ticks = 0;
+        }
+        let period_ns = PERIOD_NS.load(Ordering::SeqCst).max(1);
         if ticks.is_multiple_of(RESCAN_TICKS) {
-            watch_new_threads(&mut watched, &mut slots_used, me, period_ns);
+            watch_new_threads(&mut watched, session, me, period_ns);
         }
         ticks = ticks.wrapping_add(1);
         watched.retain(|thread| {
@@ -492,14 +512,11 @@ fn tick(stop: &AtomicBool) {
         });
         std::thread::park_timeout(TICK);
     }
-    for thread in &watched {
-        unwatch(thread);
-    }
 }
 
 /// Starts watching the threads of `/proc/self/task` not yet watched
-/// (except the ticker), each with a fresh slot and its own timer.
-fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32, period_ns: u64) {
+/// (except the ticker), each with a free slot and its own timer.
+fn watch_new_threads(watched: &mut Vec<Watched>, session: u32, me: i32, period_ns: u64) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
@@ -507,8 +524,12 @@ fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32
         if tid == me || watched.iter().any(|thread| thread.tid == tid) {
             continue;
         }
-        let slot = *slots_used;
-        let (Some(tid_slot), Some(accounted)) = (SLOT_TID.get(slot), ACCOUNTED_NS.get(slot)) else {
+        // Slots are reused once their thread is no longer watched.
+        let Some(slot) = (0..MAX_THREADS).find(|slot| !watched.iter().any(|t| t.slot == *slot))
+        else {
+            return;
+        };
+        let (Some(owner), Some(accounted)) = (SLOT_OWNER.get(slot), ACCOUNTED_NS.get(slot)) else {
             return;
         };
         let clock = thread_cpu_clock(tid);
@@ -517,11 +538,13 @@ fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32
         };
         // The slot is complete before any signal can name it.
         accounted.store(now, Ordering::SeqCst);
-        tid_slot.store(tid, Ordering::SeqCst);
-        *slots_used += 1;
+        owner.store(slot_owner(session, tid), Ordering::SeqCst);
         let timer = kernel_timers_enabled()
             .then(|| create_thread_timer(tid, clock, slot, period_ns))
             .flatten();
+        if timer.is_some() {
+            TIMERS_LIVE.fetch_add(1, Ordering::SeqCst);
+        }
         watched.push(Watched {
             tid,
             clock,
@@ -529,6 +552,11 @@ fn watch_new_threads(watched: &mut Vec<Watched>, slots_used: &mut usize, me: i32
             timer,
         });
     }
+}
+
+/// What [`SLOT_OWNER`] holds for `tid` in `session`.
+fn slot_owner(session: u32, tid: i32) -> u64 {
+    (u64::from(session) << 32) | u64::from(tid.cast_unsigned())
 }
 
 #[cfg(test)]
@@ -549,9 +577,10 @@ fn unwatch(thread: &Watched) {
         unsafe {
             libc::syscall(libc::SYS_timer_delete, timer);
         }
+        TIMERS_LIVE.fetch_sub(1, Ordering::SeqCst);
     }
-    if let Some(tid) = SLOT_TID.get(thread.slot) {
-        tid.store(0, Ordering::SeqCst);
+    if let Some(owner) = SLOT_OWNER.get(thread.slot) {
+        owner.store(0, Ordering::SeqCst);
     }
 }
 
@@ -709,10 +738,11 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
         _ => false,
     };
     let slot = signal.value;
-    let (Some(tid), Some(accounted)) = (SLOT_TID.get(slot), ACCOUNTED_NS.get(slot)) else {
+    let (Some(owner), Some(accounted)) = (SLOT_OWNER.get(slot), ACCOUNTED_NS.get(slot)) else {
         return 0;
     };
-    if !ours || tid.load(Ordering::SeqCst) != current_tid() {
+    let expected = slot_owner(SESSION.load(Ordering::SeqCst), current_tid());
+    if !ours || owner.load(Ordering::SeqCst) != expected {
         return 0;
     }
     let Some(now) = cpu_time_of(libc::CLOCK_THREAD_CPUTIME_ID) else {
@@ -733,9 +763,10 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
 /// this thread (yet).
 pub(crate) fn sample_this_thread() -> bool {
     let tid = current_tid();
-    let Some(slot) = SLOT_TID
+    let owner = slot_owner(SESSION.load(Ordering::SeqCst), tid);
+    let Some(slot) = SLOT_OWNER
         .iter()
-        .position(|slot| slot.load(Ordering::SeqCst) == tid)
+        .position(|slot| slot.load(Ordering::SeqCst) == owner)
     else {
         return false;
     };
@@ -753,10 +784,11 @@ pub(crate) fn sample_this_thread() -> bool {
     send_sample_signal(tid, slot)
 }
 
-/// Whether a ticker thread is running (for tests of [`Drop`]).
+/// Whether the ticker holds timers for a profile; it deletes them shortly
+/// after the profile stops (for tests of [`Drop`]).
 #[cfg(test)]
-pub(crate) fn ticker_running() -> bool {
-    TICKERS.load(Ordering::SeqCst) > 0
+pub(crate) fn ticker_timers() -> usize {
+    TIMERS_LIVE.load(Ordering::SeqCst)
 }
 
 /// CPU time the calling thread has used (for tests that burn a known
