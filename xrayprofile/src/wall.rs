@@ -78,8 +78,65 @@ pub(crate) struct Recorder {
     last_recorded: bool,
     /// Reused between polls.
     spare: Vec<probe::Registration>,
-    charges: HashMap<Charge, u64>,
+    charges: Charges,
     totals: Totals,
+}
+
+/// Nanoseconds per [`Charge`], kept so that charging costs an index, not a
+/// hash: this runs on every poll of a sampled invocation.
+#[derive(Debug, Default)]
+struct Charges {
+    /// By stack ID.
+    waiting: Vec<u64>,
+    /// By stack ID.
+    resumed_from: Vec<u64>,
+    no_registration: u64,
+    running: u64,
+    unrecorded: u64,
+}
+
+impl Charges {
+    fn add(&mut self, charge: Charge, ns: u64) {
+        let total = match charge {
+            Charge::Waiting(id) => by_stack(&mut self.waiting, id),
+            Charge::ResumedFrom(id) => by_stack(&mut self.resumed_from, id),
+            Charge::NoRegistration => Some(&mut self.no_registration),
+            Charge::Running => Some(&mut self.running),
+            Charge::Unrecorded => Some(&mut self.unrecorded),
+        };
+        if let Some(total) = total {
+            *total = total.saturating_add(ns);
+        }
+    }
+
+    /// Every non-zero charge, largest first.
+    fn into_sorted(self) -> Vec<(Charge, u64)> {
+        let per_stack = |ns: Vec<u64>, charge: fn(StackId) -> Charge| {
+            ns.into_iter()
+                .enumerate()
+                .filter_map(move |(id, ns)| Some((charge(StackId::try_from(id).ok()?), ns)))
+        };
+        let mut charges: Vec<(Charge, u64)> = per_stack(self.waiting, Charge::Waiting)
+            .chain(per_stack(self.resumed_from, Charge::ResumedFrom))
+            .chain([
+                (Charge::NoRegistration, self.no_registration),
+                (Charge::Running, self.running),
+                (Charge::Unrecorded, self.unrecorded),
+            ])
+            .filter(|&(_, ns)| ns > 0)
+            .collect();
+        charges.sort_by_key(|&(charge, ns)| (std::cmp::Reverse(ns), charge));
+        charges
+    }
+}
+
+/// The entry of `id` in a per-stack table, grown as needed.
+fn by_stack(table: &mut Vec<u64>, id: StackId) -> Option<&mut u64> {
+    let index = usize::try_from(id).ok()?;
+    if table.len() <= index {
+        table.resize(index.checked_add(1)?, 0);
+    }
+    table.get_mut(index)
 }
 
 /// Exact figures for the profile's comments.
@@ -222,12 +279,9 @@ impl Recorder {
             self.charge_wait(gap);
         }
         self.totals.max_stride = self.totals.max_stride.max(1);
-        self.totals.unrecorded =
-            Duration::from_nanos(self.charges.get(&Charge::Unrecorded).copied().unwrap_or(0));
-        let mut charges: Vec<(Charge, u64)> = self.charges.into_iter().collect();
-        charges.sort_by_key(|&(charge, ns)| (std::cmp::Reverse(ns), charge));
+        self.totals.unrecorded = Duration::from_nanos(self.charges.unrecorded);
         Recording {
-            charges,
+            charges: self.charges.into_sorted(),
             stacks: self.stacks,
             totals: self.totals,
             elapsed: self
@@ -252,7 +306,7 @@ impl Recorder {
         if self.last_recorded {
             self.charge(nanos(gap), Charge::NoRegistration, Charge::Waiting);
         } else {
-            *self.charges.entry(Charge::Unrecorded).or_default() += nanos(gap);
+            self.charges.add(Charge::Unrecorded, nanos(gap));
         }
     }
 
@@ -262,7 +316,7 @@ impl Recorder {
         if self.totals.polls > 1 && self.last_recorded {
             self.charge(nanos(busy), Charge::Running, Charge::ResumedFrom);
         } else {
-            *self.charges.entry(Charge::Running).or_default() += nanos(busy);
+            self.charges.add(Charge::Running, nanos(busy));
         }
     }
 
@@ -273,11 +327,11 @@ impl Recorder {
             return;
         }
         if self.waiting_on.is_empty() {
-            *self.charges.entry(none).or_default() += ns;
+            self.charges.add(none, ns);
             return;
         }
         split(ns, &self.waiting_on, |id, part| {
-            *self.charges.entry(each(id)).or_default() += part;
+            self.charges.add(each(id), part);
         });
     }
 
