@@ -102,6 +102,8 @@ pub mod __private {
 
     /// For the crate's benchmarks only.
     pub mod bench {
-        pub use crate::bench_support::{Encoded, PollCost, Profiling, poll_cost};
+        pub use crate::bench_support::{
+            CaptureCost, Encoded, PollCost, Profiling, Unwinder, capture_cost, poll_cost, unwinder,
+        };
     }
 }
