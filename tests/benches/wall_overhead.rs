@@ -15,6 +15,12 @@
 //! share the machine's load), with the median latencies beside it. The
 //! latency is the handler's own (what the caller waits for); building the
 //! profile afterwards is P4's row in `docs/performance.md`.
+//!
+//! The probe's unwinder is the DWARF one unless xrayprofile was built with
+//! frame pointers; the output's first line says which. For the frame-pointer
+//! row, build in a separate target directory (the flags rebuild everything):
+//!
+//! `RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target-fp cargo bench -p xrayprofile-tests --bench wall_overhead`
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -110,6 +116,36 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    let unwinder = xrayprofile::__private::bench::unwinder();
+    println!(
+        "waker probe unwinder: {}",
+        if unwinder.frame_pointers {
+            "frame pointers (built with -C force-frame-pointers=yes)"
+        } else {
+            "DWARF (libgcc; build with -C force-frame-pointers=yes for the frame-pointer walk)"
+        }
+    );
+    println!(
+        "\nper capture (one `Waker::clone` of the probe waker in a probed poll, no sampler), 20,000 clones, 5 runs:"
+    );
+    println!(
+        "| run | frames | DWARF: capture / whole clone | frame pointers: capture / whole clone |"
+    );
+    println!("|---|---|---|---|");
+    for run in 1..=5 {
+        for depth in [0, 16] {
+            let cost = xrayprofile::__private::bench::capture_cost(20_000, depth);
+            let fp = cost.frame_pointers.map_or_else(
+                || "(not in this build)".to_owned(),
+                |(capture, clone)| format!("{capture:.0} ns / {clone:.0} ns"),
+            );
+            println!(
+                "| {run} | {} | {:.0} ns / {:.0} ns | {fp} |",
+                cost.frames, cost.dwarf.0, cost.dwarf.1
+            );
+        }
+    }
+    println!();
     println!(
         "per poll of a future that only yields (current-thread runtime, no sampler), 200,000 polls, 5 runs:"
     );
@@ -138,6 +174,18 @@ fn main() {
     measure(
         "multi-thread runtime, 2 workers",
         multi.worker_threads(2).enable_all().build().unwrap(),
+    );
+    let unwinder = xrayprofile::__private::bench::unwinder();
+    println!(
+        "\nunwinder at the end: {}; captures that fell back to DWARF: {}; checked against DWARF: {} ({} mismatches)",
+        if unwinder.frame_pointers {
+            "frame pointers"
+        } else {
+            "DWARF"
+        },
+        unwinder.fallbacks,
+        unwinder.checked,
+        unwinder.mismatches
     );
 }
 
@@ -192,7 +240,12 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
             cpu_ratio
         );
         println!(
-            "| `mode = \"wall\"`: waker probe (default unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            "| `mode = \"wall\"`: waker probe ({} unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            if xrayprofile::__private::bench::unwinder().frame_pointers {
+                "frame-pointer"
+            } else {
+                "DWARF"
+            },
             ms(profiled),
             wall_ratio
         );
