@@ -26,7 +26,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xrayprofile::__private::bench::Profiling;
+use xrayprofile::__private::bench::{self, Profiling};
 
 const GETS: usize = 100;
 const ROUND_TRIPS: usize = 2_000;
@@ -197,9 +197,26 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
         let _ = Profiling::start().unwrap().wall(chatty(port)).await.unwrap();
 
         let (mut plain, mut profiled, mut cpu_only) = (Vec::new(), Vec::new(), Vec::new());
+        // In a frame-pointer build, the same wall run with the walk turned
+        // off (DWARF), interleaved: the two unwinders under the same load.
+        let frame_pointers = bench::unwinder().frame_pointers;
+        let mut profiled_dwarf = Vec::new();
+        let mut dwarf_comments = String::new();
         let mut sizes = Vec::new();
         let mut comments = String::new();
         for _ in 0..RUNS {
+            if frame_pointers {
+                bench::use_frame_pointers(false);
+                let profile = Profiling::start().unwrap();
+                let (out, took, encoded) = profile.wall(chatty(port)).await.unwrap();
+                bench::use_frame_pointers(true);
+                std::hint::black_box(out);
+                profiled_dwarf.push(took);
+                if dwarf_comments.is_empty() {
+                    dwarf_comments = probe_comment(&encoded.gzipped);
+                }
+            }
+
             let started = Instant::now();
             std::hint::black_box(chatty(port).await);
             plain.push(started.elapsed());
@@ -229,6 +246,7 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
             (ratios[ratios.len() / 2] - 1.0) * 100.0
         };
         let (cpu_ratio, wall_ratio) = (ratio(&cpu_only), ratio(&profiled));
+        let dwarf_row = frame_pointers.then(|| (ratio(&profiled_dwarf), median(profiled_dwarf)));
         let (plain, profiled, cpu_only) = (median(plain), median(profiled), median(cpu_only));
         println!("\n{name}: chatty handler, {GETS} keep-alive GETs, {ROUND_TRIPS} mpsc round trips, {YIELDS} yields; {RUNS} rounds");
         println!("| variant | median latency | vs unprofiled (median of per-round ratios) |");
@@ -249,9 +267,19 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
             ms(profiled),
             wall_ratio
         );
+        if let Some((dwarf_ratio, dwarf)) = dwarf_row {
+            println!(
+                "| `mode = \"wall\"`, same binary, frame-pointer walk off (DWARF unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+                ms(dwarf),
+                dwarf_ratio
+            );
+        }
         sizes.sort_unstable();
         println!("profile size (gzipped): median {} bytes", sizes[sizes.len() / 2]);
         println!("first profile's probe comments: {comments}");
+        if frame_pointers {
+            println!("first DWARF profile's probe comments: {dwarf_comments}");
+        }
     });
 }
 

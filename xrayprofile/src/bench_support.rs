@@ -157,6 +157,13 @@ pub fn unwinder() -> Unwinder {
     }
 }
 
+/// Turns the frame-pointer walk off (`false`: captures use DWARF) or back on,
+/// so one benchmark process can compare both. No effect in a build without
+/// frame pointers.
+pub fn use_frame_pointers(enabled: bool) {
+    probe::set_frame_pointers(enabled);
+}
+
 /// What one capture of the probe costs, per unwinder.
 #[derive(Debug, Clone, Copy)]
 pub struct CaptureCost {

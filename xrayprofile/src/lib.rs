@@ -104,6 +104,7 @@ pub mod __private {
     pub mod bench {
         pub use crate::bench_support::{
             CaptureCost, Encoded, PollCost, Profiling, Unwinder, capture_cost, poll_cost, unwinder,
+            use_frame_pointers,
         };
     }
 }
