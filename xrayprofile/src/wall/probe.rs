@@ -319,7 +319,7 @@ static FP_ENABLED: AtomicBool = AtomicBool::new(true);
 /// unwound with DWARF and compared.
 pub(crate) const CHECK_EVERY: u32 = 1024;
 /// A thread's first captures, all compared with DWARF: they cover the paths a
-/// handler takes first, for about 1 µs each.
+/// handler takes first, for a few µs each.
 const CHECKED_FIRST: u32 = 16;
 
 /// Process-wide counts of the frame-pointer unwinder, for the benchmark.
@@ -399,7 +399,7 @@ fn capture(start: Start, log: &mut PollLog, stack: &mut Vec<u64>) -> bool {
                 v
             });
             if n < CHECKED_FIRST || n.is_multiple_of(CHECK_EVERY) {
-                check_against_dwarf(start.mark, log.root, stack);
+                return check_against_dwarf(start.mark, log.root, stack);
             }
             return true;
         }
@@ -448,24 +448,26 @@ fn thread_stack() -> Option<(usize, usize)> {
 }
 
 /// Unwinds the same capture with DWARF; when the stacks differ, keeps the
-/// DWARF one and turns the frame-pointer walk off for the process.
+/// DWARF one and turns the frame-pointer walk off for the process. Returns
+/// whether the stack kept reached the wrapper's frame.
 #[cold]
 #[inline(never)]
-fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) {
+fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     let mut dwarf = Vec::with_capacity(stack.len());
     let reached = capture_dwarf(mark, root, &mut dwarf);
     FP_CHECKED.fetch_add(1, Ordering::Relaxed);
     if reached && dwarf == *stack {
-        return;
+        return true;
     }
     FP_MISMATCHES.fetch_add(1, Ordering::Relaxed);
     FP_ENABLED.store(false, Ordering::Relaxed);
     tracing::warn!(
         frame_pointer_frames = stack.len(),
         dwarf_frames = dwarf.len(),
-        "the waker probe's frame-pointer stack differs from the DWARF one, so some code on the handler's path has no frame pointers; the probe uses the DWARF unwinder (about 1 µs per capture) for the rest of the process; build every crate with RUSTFLAGS=\"-C force-frame-pointers=yes\""
+        "the waker probe's frame-pointer stack differs from the DWARF one, so some code on the handler's path has no frame pointers; the probe uses the DWARF unwinder (a few µs per capture) for the rest of the process; build every crate with RUSTFLAGS=\"-C force-frame-pointers=yes\""
     );
     *stack = dwarf;
+    reached
 }
 
 /// The DWARF unwinder: from [`clone_probe`]'s caller to the wrapper's frame.
