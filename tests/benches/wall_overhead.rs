@@ -15,12 +15,18 @@
 //! share the machine's load), with the median latencies beside it. The
 //! latency is the handler's own (what the caller waits for); building the
 //! profile afterwards is P4's row in `docs/performance.md`.
+//!
+//! The probe's unwinder is the DWARF one unless xrayprofile was built with
+//! frame pointers; the output's first line says which. For the frame-pointer
+//! row, build in a separate target directory (the flags rebuild everything):
+//!
+//! `RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target-fp cargo bench -p xrayprofile-tests --bench wall_overhead`
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xrayprofile::__private::bench::Profiling;
+use xrayprofile::__private::bench::{self, Profiling};
 
 const GETS: usize = 100;
 const ROUND_TRIPS: usize = 2_000;
@@ -110,6 +116,36 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    let unwinder = xrayprofile::__private::bench::unwinder();
+    println!(
+        "waker probe unwinder: {}",
+        if unwinder.frame_pointers {
+            "frame pointers (built with -C force-frame-pointers=yes)"
+        } else {
+            "DWARF (libgcc; build with -C force-frame-pointers=yes for the frame-pointer walk)"
+        }
+    );
+    println!(
+        "\nper capture (one `Waker::clone` of the probe waker in a probed poll, no sampler), 20,000 clones, 5 runs:"
+    );
+    println!(
+        "| run | frames | DWARF: capture / whole clone | frame pointers: capture / whole clone |"
+    );
+    println!("|---|---|---|---|");
+    for run in 1..=5 {
+        for depth in [0, 16] {
+            let cost = xrayprofile::__private::bench::capture_cost(20_000, depth);
+            let fp = cost.frame_pointers.map_or_else(
+                || "(not in this build)".to_owned(),
+                |(capture, clone)| format!("{capture:.0} ns / {clone:.0} ns"),
+            );
+            println!(
+                "| {run} | {} | {:.0} ns / {:.0} ns | {fp} |",
+                cost.frames, cost.dwarf.0, cost.dwarf.1
+            );
+        }
+    }
+    println!();
     println!(
         "per poll of a future that only yields (current-thread runtime, no sampler), 200,000 polls, 5 runs:"
     );
@@ -139,6 +175,18 @@ fn main() {
         "multi-thread runtime, 2 workers",
         multi.worker_threads(2).enable_all().build().unwrap(),
     );
+    let unwinder = xrayprofile::__private::bench::unwinder();
+    println!(
+        "\nunwinder at the end: {}; captures that fell back to DWARF: {}; checked against DWARF: {} ({} mismatches)",
+        if unwinder.frame_pointers {
+            "frame pointers"
+        } else {
+            "DWARF"
+        },
+        unwinder.fallbacks,
+        unwinder.checked,
+        unwinder.mismatches
+    );
 }
 
 fn measure(name: &str, runtime: tokio::runtime::Runtime) {
@@ -149,9 +197,26 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
         let _ = Profiling::start().unwrap().wall(chatty(port)).await.unwrap();
 
         let (mut plain, mut profiled, mut cpu_only) = (Vec::new(), Vec::new(), Vec::new());
+        // In a frame-pointer build, the same wall run with the walk turned
+        // off (DWARF), interleaved: the two unwinders under the same load.
+        let frame_pointers = bench::unwinder().frame_pointers;
+        let mut profiled_dwarf = Vec::new();
+        let mut dwarf_comments = String::new();
         let mut sizes = Vec::new();
         let mut comments = String::new();
         for _ in 0..RUNS {
+            if frame_pointers {
+                bench::use_frame_pointers(false);
+                let profile = Profiling::start().unwrap();
+                let (out, took, encoded) = profile.wall(chatty(port)).await.unwrap();
+                bench::use_frame_pointers(true);
+                std::hint::black_box(out);
+                profiled_dwarf.push(took);
+                if dwarf_comments.is_empty() {
+                    dwarf_comments = probe_comment(&encoded.gzipped);
+                }
+            }
+
             let started = Instant::now();
             std::hint::black_box(chatty(port).await);
             plain.push(started.elapsed());
@@ -181,6 +246,7 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
             (ratios[ratios.len() / 2] - 1.0) * 100.0
         };
         let (cpu_ratio, wall_ratio) = (ratio(&cpu_only), ratio(&profiled));
+        let dwarf_row = frame_pointers.then(|| (ratio(&profiled_dwarf), median(profiled_dwarf)));
         let (plain, profiled, cpu_only) = (median(plain), median(profiled), median(cpu_only));
         println!("\n{name}: chatty handler, {GETS} keep-alive GETs, {ROUND_TRIPS} mpsc round trips, {YIELDS} yields; {RUNS} rounds");
         println!("| variant | median latency | vs unprofiled (median of per-round ratios) |");
@@ -192,13 +258,28 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime) {
             cpu_ratio
         );
         println!(
-            "| `mode = \"wall\"`: waker probe (default unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            "| `mode = \"wall\"`: waker probe ({} unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            if xrayprofile::__private::bench::unwinder().frame_pointers {
+                "frame-pointer"
+            } else {
+                "DWARF"
+            },
             ms(profiled),
             wall_ratio
         );
+        if let Some((dwarf_ratio, dwarf)) = dwarf_row {
+            println!(
+                "| `mode = \"wall\"`, same binary, frame-pointer walk off (DWARF unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+                ms(dwarf),
+                dwarf_ratio
+            );
+        }
         sizes.sort_unstable();
         println!("profile size (gzipped): median {} bytes", sizes[sizes.len() / 2]);
         println!("first profile's probe comments: {comments}");
+        if frame_pointers {
+            println!("first DWARF profile's probe comments: {dwarf_comments}");
+        }
     });
 }
 

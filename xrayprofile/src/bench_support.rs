@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::pprof_file::{self, Identity};
 use crate::profiler::{ActiveProfile, Detail, FinishedProfile, ProfileError};
-use crate::wall::{Observed, Recorder};
+use crate::wall::{Observed, Recorder, probe};
 
 /// A running profile, as a sampled invocation starts it.
 pub struct Profiling(ActiveProfile);
@@ -135,6 +135,99 @@ pub fn poll_cost(polls: u32) -> Result<PollCost, String> {
             drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
         }),
     })
+}
+
+/// Which unwinder the waker probe uses in this build, and what the
+/// frame-pointer one has done so far in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Unwinder {
+    /// Built with `-C force-frame-pointers=yes` (`cfg(xrayprofile_frame_pointers)`)
+    /// and not turned off by a mismatch.
+    pub frame_pointers: bool,
+    /// Captures whose frame-pointer walk did not reach the wrapper's frame
+    /// and were unwound with DWARF.
+    pub fallbacks: u64,
+    /// Captures unwound both ways and compared.
+    pub checked: u64,
+    /// Compared captures whose stacks differed.
+    pub mismatches: u64,
+}
+
+/// The probe's unwinder and its counts.
+pub fn unwinder() -> Unwinder {
+    let counts = probe::fp_counts();
+    Unwinder {
+        frame_pointers: probe::frame_pointers(),
+        fallbacks: counts.fallbacks,
+        checked: counts.checked,
+        mismatches: counts.mismatches,
+    }
+}
+
+/// Turns the frame-pointer walk off (`false`: captures use DWARF) or back on,
+/// so one benchmark process can compare both. No effect in a build without
+/// frame pointers.
+pub fn use_frame_pointers(enabled: bool) {
+    probe::set_frame_pointers(enabled);
+}
+
+/// What one capture of the probe costs, per unwinder.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureCost {
+    /// Frames in each captured stack.
+    pub frames: usize,
+    /// DWARF unwinder: ns per capture as the probe budget counts it
+    /// (unwind, signal mask, stack buffer), and ns per `Waker::clone` in all.
+    pub dwarf: (f64, f64),
+    /// The same with the frame-pointer unwinder, in a build that has it.
+    pub frame_pointers: Option<(f64, f64)>,
+}
+
+/// Measures [`CaptureCost`]: `clones` clones of the probe waker in one
+/// probed poll, `depth` frames below the wrapper (no CPU sampler running).
+pub fn capture_cost(clones: u32, depth: u32) -> CaptureCost {
+    let run = || {
+        let root = probe::Root::new(std::task::Waker::noop());
+        let waker = root.waker();
+        let started = std::time::Instant::now();
+        let (_, log) = probe::poll(true, Vec::new(), || {
+            let mut cx = std::task::Context::from_waker(&waker);
+            nest(depth, &mut cx, clones)
+        });
+        let took = started.elapsed();
+        let n = f64::from(clones.max(1));
+        let frames = log.registrations.first().map_or(0, |r| r.stack.len());
+        let per_capture = log.capture_ns as f64 / n;
+        (frames, (per_capture, took.as_secs_f64() * 1e9 / n))
+    };
+    let frame_pointers = probe::frame_pointers().then(|| {
+        let _warm = run();
+        run()
+    });
+    probe::set_frame_pointers(false);
+    let _warm = run();
+    let (frames, dwarf) = run();
+    if frame_pointers.is_some() {
+        probe::set_frame_pointers(true);
+    }
+    CaptureCost {
+        frames: frame_pointers.map_or(frames, |(f, _)| f),
+        dwarf,
+        frame_pointers: frame_pointers.map(|(_, cost)| cost),
+    }
+}
+
+/// `depth` frames, then `clones` registrations of the waker.
+#[inline(never)]
+fn nest(depth: u32, cx: &mut std::task::Context<'_>, clones: u32) -> u32 {
+    if depth == 0 {
+        for _ in 0..clones {
+            drop(std::hint::black_box(cx.waker().clone()));
+        }
+        return clones;
+    }
+    // Used after the call, so the recursion is not a tail call.
+    std::hint::black_box(nest(depth - 1, cx, clones)) + 1
 }
 
 /// Encodes a finished profile as a sampled invocation stores it.

@@ -103,7 +103,8 @@ pub mod __private {
     /// For the crate's benchmarks only.
     pub mod bench {
         pub use crate::bench_support::{
-            Encoded, PollCost, Profiling, poll_cost, sample_this_thread,
+            CaptureCost, Encoded, PollCost, Profiling, Unwinder, capture_cost, poll_cost,
+            sample_this_thread, unwinder, use_frame_pointers,
         };
     }
 }

@@ -155,6 +155,9 @@ pub(crate) struct Totals {
     pub(crate) truncated: u64,
     /// Waiting time after polls the budget did not record.
     pub(crate) unrecorded: Duration,
+    /// Captures the frame-pointer unwinder handed to DWARF (its chain did not
+    /// reach the wrapper's frame); always 0 in a default build.
+    pub(crate) fp_fallbacks: u64,
     stride: u64,
 }
 
@@ -244,6 +247,7 @@ impl Recorder {
         if record {
             self.totals.recorded_polls += 1;
             self.totals.capture += Duration::from_nanos(log.capture_ns);
+            self.totals.fp_fallbacks += log.fp_fallbacks;
             for registration in log.registrations.drain(..) {
                 if !registration.is_live() {
                     self.totals.stale += 1;

@@ -214,6 +214,14 @@ pub(crate) fn wall_profile<'a>(
             totals.truncated,
             crate::wall::probe::MAX_FRAMES
         ),
+        if crate::wall::probe::frame_pointers() || totals.fp_fallbacks > 0 {
+            format!(
+                "probe: unwinder=frame pointers, {} captures fell back to DWARF",
+                totals.fp_fallbacks
+            )
+        } else {
+            "probe: unwinder=DWARF".to_owned()
+        },
     ];
     let comment = comments.iter().map(|c| builder.string(c)).collect();
     let default_sample_type = wall_type.ty;

@@ -21,18 +21,29 @@
 //!   recording stops before the first frame whose SP is above a local of the
 //!   wrapper's [`poll`]: the last frame kept is `poll`'s own, the root, which
 //!   also carries every async fn the compiler inlined into it.
-//! - **SIGPROF is blocked on this thread while it unwinds**, so the CPU
+//! - **Two unwinders.** By default libgcc's DWARF unwinder
+//!   (`backtrace::trace_unsynchronized`, about 1 µs per capture). When this
+//!   crate is built with `-C force-frame-pointers=yes` (`build.rs` sets
+//!   `cfg(xrayprofile_frame_pointers)`), a frame-pointer walk
+//!   ([`walk_frame_pointers`], a few hundred ns) that keeps exactly the
+//!   frames the DWARF path keeps, falls back to it for a capture whose chain
+//!   does not lead to the wrapper's frame, and is checked against it on a
+//!   thread's first captures and one in [`CHECK_EVERY`] after that.
+//! - **SIGPROF is blocked on this thread while libgcc unwinds**, so the CPU
 //!   sampler's handler, which unwinds with the same libgcc unwinder, never
 //!   interrupts a probe's unwind on the same thread (libgcc's FDE cache on
 //!   older glibc is not reentrant). The signal stays pending and is taken
-//!   right after, so no CPU sample is lost.
+//!   right after, so no CPU sample is lost. The frame-pointer walk only reads
+//!   this thread's stack, so it leaves the mask alone and saves the two
+//!   syscalls.
 //! - Clones made on other threads, or outside a probed poll (a runtime waking
 //!   the task), record nothing: they only forward to the real waker.
 #![allow(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
@@ -70,14 +81,49 @@ impl Registration {
 pub(crate) struct PollLog {
     /// The address of a local in [`poll`]'s frame.
     root: usize,
+    /// [`poll`]'s own frame pointer (0 without the frame-pointer unwinder):
+    /// a frame-pointer walk has reached the root when it finds this value.
+    root_fp: usize,
     pub(crate) registrations: Vec<Registration>,
     /// Time spent recording stacks, for the probe budget.
     pub(crate) capture_ns: u64,
+    /// Captures the frame-pointer walk handed to the DWARF unwinder.
+    pub(crate) fp_fallbacks: u64,
 }
 
 thread_local! {
     /// The poll in progress on this thread, if it is a probed one.
     static CURRENT: RefCell<Option<PollLog>> = const { RefCell::new(None) };
+}
+
+/// The frame pointer of the function this expands in: x86_64's `rbp`,
+/// aarch64's `x29`. Meaningful only when every function keeps one
+/// (`-C force-frame-pointers=yes`, which is what sets the cfg); 0 otherwise.
+/// A macro, not a function, so the register is read in the caller's own frame.
+macro_rules! frame_address {
+    () => {{
+        #[cfg(all(xrayprofile_frame_pointers, target_arch = "x86_64"))]
+        let fp = {
+            let fp: usize;
+            // SAFETY: copies a register; no memory access, no side effect.
+            unsafe {
+                std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+            }
+            fp
+        };
+        #[cfg(all(xrayprofile_frame_pointers, target_arch = "aarch64"))]
+        let fp = {
+            let fp: usize;
+            // SAFETY: copies a register; no memory access, no side effect.
+            unsafe {
+                std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags));
+            }
+            fp
+        };
+        #[cfg(not(xrayprofile_frame_pointers))]
+        let fp = 0_usize;
+        fp
+    }};
 }
 
 /// The probe waker a wrapper hands to the future it polls, wrapping the
@@ -141,8 +187,10 @@ pub(crate) fn poll<T>(
     }
     let log = PollLog {
         root,
+        root_fp: frame_address!(),
         registrations,
         capture_ns: 0,
+        fp_fallbacks: 0,
     };
     let outer = CURRENT.with(|current| current.replace(Some(log)));
     let outer_root = crate::profiler::set_poll_root(root);
@@ -188,14 +236,17 @@ impl Drop for Restore {
 #[inline(never)]
 unsafe fn clone_probe(data: *const ()) -> RawWaker {
     let mark = 0_u8;
-    let mark = std::hint::black_box(&mark) as *const u8 as usize;
+    let start = Start {
+        mark: std::hint::black_box(&mark) as *const u8 as usize,
+        fp: frame_address!(),
+    };
     // SAFETY: `data` is a raw `Arc<Handle>` (see `Root::waker` and below);
     // ManuallyDrop borrows it without releasing the caller's reference.
     let this = ManuallyDrop::new(unsafe { Arc::from_raw(data.cast::<Handle>()) });
     let fresh = Arc::new(Handle {
         inner: this.inner.clone(),
     });
-    record(&fresh, mark);
+    record(&fresh, start);
     RawWaker::new(Arc::into_raw(fresh).cast(), &VTABLE)
 }
 
@@ -219,7 +270,7 @@ unsafe fn drop_probe(data: *const ()) {
     drop(unsafe { Arc::from_raw(data.cast::<Handle>()) });
 }
 
-fn record(fresh: &Arc<Handle>, mark: usize) {
+fn record(fresh: &Arc<Handle>, start: Start) {
     // `try_with`/`try_borrow_mut`: a clone during thread teardown or from
     // inside a capture must not panic; it records nothing.
     let _ = CURRENT.try_with(|current| {
@@ -231,7 +282,7 @@ fn record(fresh: &Arc<Handle>, mark: usize) {
         };
         let started = Instant::now();
         let mut stack = Vec::with_capacity(24);
-        let reached_root = capture(mark, log.root, &mut stack);
+        let reached_root = capture(start, log, &mut stack);
         log.capture_ns = log
             .capture_ns
             .saturating_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -243,10 +294,185 @@ fn record(fresh: &Arc<Handle>, mark: usize) {
     });
 }
 
+/// Where a capture starts: in [`clone_probe`]'s frame.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// The address of a local of `clone_probe`: frames at or below it are
+    /// the probe's own.
+    mark: usize,
+    /// `clone_probe`'s frame pointer (0 without the frame-pointer unwinder).
+    fp: usize,
+}
+
+/// Whether this build unwinds the probe's captures with frame pointers (see
+/// the module docs), and has not turned that off after a mismatch.
+pub(crate) fn frame_pointers() -> bool {
+    cfg!(xrayprofile_frame_pointers) && FP_ENABLED.load(Ordering::Relaxed)
+}
+
+/// Off for the rest of the process once a checked capture's frame-pointer
+/// stack differs from the DWARF one (a function without a frame pointer that
+/// left the register untouched hides its caller without breaking the chain).
+static FP_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// After a thread's first [`CHECKED_FIRST`] captures, one in this many is also
+/// unwound with DWARF and compared.
+pub(crate) const CHECK_EVERY: u32 = 1024;
+/// A thread's first captures, all compared with DWARF: they cover the paths a
+/// handler takes first, for a few µs each.
+const CHECKED_FIRST: u32 = 16;
+
+/// Process-wide counts of the frame-pointer unwinder, for the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FpCounts {
+    /// Captures whose walk did not reach the wrapper's frame, unwound with
+    /// DWARF instead.
+    pub(crate) fallbacks: u64,
+    /// Captures unwound both ways and compared.
+    pub(crate) checked: u64,
+    /// Compared captures whose stacks differed (each turns the walk off).
+    pub(crate) mismatches: u64,
+}
+
+static FP_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static FP_CHECKED: AtomicU64 = AtomicU64::new(0);
+static FP_MISMATCHES: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn fp_counts() -> FpCounts {
+    FpCounts {
+        fallbacks: FP_FALLBACKS.load(Ordering::Relaxed),
+        checked: FP_CHECKED.load(Ordering::Relaxed),
+        mismatches: FP_MISMATCHES.load(Ordering::Relaxed),
+    }
+}
+
+/// For the benchmark that prices both unwinders in one process: with
+/// `false`, captures use DWARF until it is set again.
+pub(crate) fn set_frame_pointers(enabled: bool) {
+    FP_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// Captures made on this thread, to pick the ones compared with DWARF.
+    static CAPTURES: Cell<u32> = const { Cell::new(0) };
+}
+
 /// Unwinds from [`clone_probe`]'s caller to the wrapper's frame (see the
 /// module docs). Returns whether the wrapper's frame was reached.
 #[inline(never)]
-fn capture(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
+fn capture(start: Start, log: &mut PollLog, stack: &mut Vec<u64>) -> bool {
+    let on_this_stack = |stack: (usize, usize)| {
+        (stack.0..stack.1).contains(&start.mark) && (stack.0..stack.1).contains(&log.root)
+    };
+    if frame_pointers()
+        && start.fp != 0
+        && log.root_fp != 0
+        && thread_stack().is_some_and(on_this_stack)
+    {
+        let bounds = FpBounds {
+            low: start.mark,
+            high: log.root,
+            root_fp: log.root_fp,
+        };
+        let reached = walk_frame_pointers(start.fp, bounds, stack, |fp| {
+            let record = fp as *const usize;
+            // SAFETY: `walk_frame_pointers` asks only for 16-byte aligned
+            // records with `low < fp` and `fp + 16 <= high`. `low` is a
+            // local of `clone_probe` (below us) and `high` a local of `poll`
+            // (above us: `log` is this thread's and is set only while `poll`
+            // runs, so its frame has not returned), and both lie in this
+            // thread's stack (checked just above, so a future that switched
+            // stacks is unwound with DWARF). The stack from the current
+            // stack pointer up to its top is one mapping, in use, so every
+            // byte between those two live locals is mapped and readable, and
+            // any bit pattern is a valid `usize`. Volatile: a record that is
+            // not one (a broken chain) may be any memory of this stack, and
+            // the compiler must assume nothing about it.
+            unsafe { [record.read_volatile(), record.add(1).read_volatile()] }
+        });
+        #[cfg(test)]
+        tests::compare_hook(start, log.root, stack, reached);
+        if reached {
+            let n = CAPTURES.with(|n| {
+                let v = n.get();
+                n.set(v.wrapping_add(1));
+                v
+            });
+            if n < CHECKED_FIRST || n.is_multiple_of(CHECK_EVERY) {
+                return check_against_dwarf(start.mark, log.root, stack);
+            }
+            return true;
+        }
+        // A frame without a frame pointer broke the chain (or the stack is
+        // deeper than MAX_FRAMES): DWARF knows every frame.
+        stack.clear();
+        log.fp_fallbacks += 1;
+        FP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    capture_dwarf(start.mark, log.root, stack)
+}
+
+/// This thread's stack, `[lowest, highest)` address, looked up once per
+/// thread; `None` when the system does not say.
+#[cfg(target_os = "linux")]
+fn thread_stack() -> Option<(usize, usize)> {
+    thread_local! {
+        static STACK: std::cell::OnceCell<Option<(usize, usize)>> =
+            const { std::cell::OnceCell::new() };
+    }
+    fn look_up() -> Option<(usize, usize)> {
+        // SAFETY: `attr` is initialised by `pthread_getattr_np` before it is
+        // read and destroyed once; the outputs are plain values.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let found = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            let low = addr as usize;
+            found.then(|| (low, low.saturating_add(size)))
+        }
+    }
+    STACK
+        .try_with(|stack| *stack.get_or_init(look_up))
+        .ok()
+        .flatten()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_stack() -> Option<(usize, usize)> {
+    None
+}
+
+/// Unwinds the same capture with DWARF; when the stacks differ, keeps the
+/// DWARF one and turns the frame-pointer walk off for the process. Returns
+/// whether the stack kept reached the wrapper's frame.
+#[cold]
+#[inline(never)]
+fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
+    let mut dwarf = Vec::with_capacity(stack.len());
+    let reached = capture_dwarf(mark, root, &mut dwarf);
+    FP_CHECKED.fetch_add(1, Ordering::Relaxed);
+    if reached && dwarf == *stack {
+        return true;
+    }
+    FP_MISMATCHES.fetch_add(1, Ordering::Relaxed);
+    FP_ENABLED.store(false, Ordering::Relaxed);
+    tracing::warn!(
+        frame_pointer_frames = stack.len(),
+        dwarf_frames = dwarf.len(),
+        "the waker probe's frame-pointer stack differs from the DWARF one, so some code on the handler's path has no frame pointers; the probe uses the DWARF unwinder (a few µs per capture) for the rest of the process; build every crate with RUSTFLAGS=\"-C force-frame-pointers=yes\""
+    );
+    *stack = dwarf;
+    reached
+}
+
+/// The DWARF unwinder: from [`clone_probe`]'s caller to the wrapper's frame.
+#[inline(never)]
+fn capture_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     let _blocked = SigprofBlocked::new();
     let mut reached_root = false;
     // SAFETY: `trace_unsynchronized` skips backtrace's global lock; with the
@@ -270,6 +496,67 @@ fn capture(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
         });
     }
     reached_root
+}
+
+/// The stack range a frame-pointer walk may read, and where it ends.
+#[derive(Debug, Clone, Copy)]
+struct FpBounds {
+    /// A local of [`clone_probe`]: every record read lies above it.
+    low: usize,
+    /// A local of [`poll`]: every record read ends at or below it.
+    high: usize,
+    /// [`poll`]'s frame pointer: the walk is complete when the chain
+    /// reaches it (and never reads it).
+    root_fp: usize,
+}
+
+/// A frame record (`[saved frame pointer, return address]`) is 16 bytes, and
+/// both ABIs keep it 16-byte aligned: x86_64's `push rbp` on a stack that was
+/// 16-aligned at the call, aarch64's 16-aligned `stp x29, x30`.
+const RECORD: usize = 16;
+
+/// Walks the frame-pointer chain from `fp`, [`clone_probe`]'s frame
+/// pointer, pushing return addresses (leaf first) until the chain reaches
+/// the wrapper's frame. `read(fp)` returns the record at `fp`; it is called
+/// only for aligned records inside `bounds`.
+///
+/// The frames kept are the DWARF path's: the record of a function holds the
+/// return address into its caller, so `clone_probe`'s record gives the first
+/// frame kept (its caller, where the DWARF path starts), and the record of
+/// `poll`'s callee gives the last (the return into `poll`, the root). Each
+/// frame pointer lies above its own function's locals and below its
+/// caller's, so `clone_probe`'s is above the mark and `poll`'s callees' end
+/// below `poll`'s local.
+///
+/// Returns whether the root was reached. Any record out of bounds,
+/// misaligned, not above the previous one or with a null return address, or
+/// more than [`MAX_FRAMES`] frames, ends the walk unfinished: the caller
+/// then unwinds with DWARF.
+fn walk_frame_pointers(
+    mut fp: usize,
+    bounds: FpBounds,
+    stack: &mut Vec<u64>,
+    mut read: impl FnMut(usize) -> [usize; 2],
+) -> bool {
+    loop {
+        let inside =
+            fp > bounds.low && fp.checked_add(RECORD).is_some_and(|end| end <= bounds.high);
+        if !inside || !fp.is_multiple_of(RECORD) || stack.len() >= MAX_FRAMES {
+            return false;
+        }
+        let [next, ret] = read(fp);
+        if ret == 0 {
+            return false;
+        }
+        stack.push(ret as u64);
+        if next == bounds.root_fp {
+            return true;
+        }
+        if next <= fp {
+            return false;
+        }
+        fp = next;
+    }
 }
 
 /// SIGPROF blocked on this thread until dropped.
@@ -305,6 +592,300 @@ impl Drop for SigprofBlocked {
         #[cfg(unix)]
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// One capture unwound both ways (read by the frame-pointer build's test).
+    #[derive(Debug)]
+    #[cfg_attr(not(xrayprofile_frame_pointers), allow(dead_code))]
+    struct Compared {
+        frame_pointers: (Vec<u64>, bool),
+        dwarf: (Vec<u64>, bool),
+    }
+
+    thread_local! {
+        /// When `Some`, every frame-pointer walk on this thread is also
+        /// unwound with DWARF, and both are kept here.
+        static COMPARED: RefCell<Option<Vec<Compared>>> = const { RefCell::new(None) };
+    }
+
+    /// Called by [`capture`] after each frame-pointer walk.
+    pub(super) fn compare_hook(start: Start, root: usize, stack: &[u64], reached: bool) {
+        let _ = COMPARED.try_with(|compared| {
+            let Ok(mut compared) = compared.try_borrow_mut() else {
+                return;
+            };
+            let Some(compared) = compared.as_mut() else {
+                return;
+            };
+            let mut dwarf = Vec::new();
+            let dwarf_reached = capture_dwarf(start.mark, root, &mut dwarf);
+            compared.push(Compared {
+                frame_pointers: (stack.to_vec(), reached),
+                dwarf: (dwarf, dwarf_reached),
+            });
+        });
+    }
+
+    /// A simulated stack: `words` at `base`, read as the walk reads memory,
+    /// recording every address it asked for.
+    struct Memory {
+        base: usize,
+        words: Vec<usize>,
+        reads: Vec<usize>,
+    }
+
+    impl Memory {
+        fn new(base: usize, words: usize) -> Memory {
+            Memory {
+                base,
+                words: vec![0; words],
+                reads: Vec::new(),
+            }
+        }
+
+        fn at(&self, word: usize) -> usize {
+            self.base + word * 8
+        }
+
+        /// Writes the frame record `[next, ret]` at word `word`.
+        fn record(&mut self, word: usize, next: usize, ret: usize) {
+            self.words[word] = next;
+            self.words[word + 1] = ret;
+        }
+
+        fn walk(&mut self, start: usize, bounds: FpBounds) -> (bool, Vec<u64>) {
+            let mut stack = Vec::new();
+            let (base, words, reads) = (self.base, &self.words, &mut self.reads);
+            let reached = walk_frame_pointers(start, bounds, &mut stack, |fp| {
+                reads.push(fp);
+                let i = (fp - base) / 8;
+                [words[i], words[i + 1]]
+            });
+            (reached, stack)
+        }
+    }
+
+    /// A stack of 64 words at 0x7000_0000: the mark at word 2, a chain of
+    /// records at words 4 (clone_probe), 10, 20 and 40, the root's local at
+    /// word 50 and its frame pointer at word 56.
+    fn chain() -> (Memory, FpBounds) {
+        let mut m = Memory::new(0x7000_0000, 64);
+        m.record(4, m.at(10), 0x1004);
+        m.record(10, m.at(20), 0x1010);
+        m.record(20, m.at(40), 0x1020);
+        m.record(40, m.at(56), 0x1040);
+        let bounds = FpBounds {
+            low: m.at(2),
+            high: m.at(50),
+            root_fp: m.at(56),
+        };
+        (m, bounds)
+    }
+
+    #[test]
+    fn a_whole_chain_keeps_every_return_address_up_to_the_roots() {
+        let (mut m, bounds) = chain();
+        let (reached, stack) = m.walk(m.at(4), bounds);
+        assert!(reached);
+        assert_eq!(stack, [0x1004, 0x1010, 0x1020, 0x1040]);
+        // The root's own record (past `high`) is never read.
+        assert_eq!(m.reads, [m.at(4), m.at(10), m.at(20), m.at(40)]);
+    }
+
+    #[test]
+    fn a_broken_chain_is_reported_unfinished() {
+        // A saved frame pointer that goes down (a function used the register
+        // for something else).
+        let (mut m, bounds) = chain();
+        m.record(20, m.at(12), 0x1020);
+        assert!(!m.walk(m.at(4), bounds).0);
+        // One that is misaligned.
+        let (mut m, bounds) = chain();
+        m.record(20, m.at(41), 0x1020);
+        assert!(!m.walk(m.at(4), bounds).0);
+        // One past the root's local that is not the root's frame pointer.
+        let (mut m, bounds) = chain();
+        m.record(20, m.at(60), 0x1020);
+        let (reached, _) = m.walk(m.at(4), bounds);
+        assert!(!reached);
+        assert!(m.reads.iter().all(|&fp| fp < m.at(50)));
+        // A null return address.
+        let (mut m, bounds) = chain();
+        m.record(10, m.at(20), 0);
+        assert!(!m.walk(m.at(4), bounds).0);
+        // A start at or below the mark (not clone_probe's frame).
+        let (mut m, bounds) = chain();
+        assert!(!m.walk(m.at(2), bounds).0);
+        assert!(m.reads.is_empty());
+    }
+
+    #[test]
+    fn a_chain_deeper_than_the_limit_is_reported_unfinished() {
+        let words = 2 * MAX_FRAMES + 16;
+        let mut m = Memory::new(0x7000_0000, words);
+        for frame in 0..=MAX_FRAMES {
+            let word = 4 + 2 * frame;
+            m.record(word, m.at(word + 2), 0x1000 + frame);
+        }
+        let bounds = FpBounds {
+            low: m.at(2),
+            high: m.at(words - 2),
+            root_fp: m.at(words),
+        };
+        let (reached, stack) = m.walk(m.at(4), bounds);
+        assert!(!reached);
+        assert_eq!(stack.len(), MAX_FRAMES);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Whatever the stack holds, the walk ends, reads only aligned
+        /// records inside its bounds, and reports the root only when the
+        /// chain leads to the root's exact frame pointer.
+        #[test]
+        fn any_stack_contents_stay_inside_the_bounds(
+            words in proptest::collection::vec(0x6fff_ff00_usize..0x7000_0300, 64),
+            start in 0_usize..64,
+        ) {
+            let mut m = Memory::new(0x7000_0000, 64);
+            m.words = words;
+            let bounds = FpBounds { low: m.at(2), high: m.at(50), root_fp: m.at(56) };
+            let (reached, stack) = m.walk(m.at(start) & !7, bounds);
+            proptest::prop_assert!(stack.len() <= MAX_FRAMES);
+            for &fp in &m.reads {
+                proptest::prop_assert!(fp > bounds.low && fp + RECORD <= bounds.high);
+                proptest::prop_assert_eq!(fp % RECORD, 0);
+            }
+            proptest::prop_assert!(m.reads.windows(2).all(|w| w[0] < w[1]));
+            if reached {
+                let last = *m.reads.last().unwrap();
+                proptest::prop_assert_eq!(m.words[(last - m.base) / 8], bounds.root_fp);
+            }
+        }
+    }
+
+    /// Frame pointers give the DWARF stacks, address for address, for the
+    /// leaves a handler waits on.
+    #[cfg(xrayprofile_frame_pointers)]
+    mod frame_pointers {
+        use super::*;
+        use crate::wall::{Observed, Recorder};
+        use std::time::Duration;
+
+        #[inline(never)]
+        async fn sleeps() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+
+        #[inline(never)]
+        async fn waits_on_a_channel() {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(1);
+            let sender = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let _ = tx.send(1).await;
+            });
+            let _ = rx.recv().await;
+            let _ = sender.await;
+        }
+
+        #[inline(never)]
+        async fn waits_under_a_timeout() {
+            let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let _ = tokio::time::timeout(Duration::from_millis(3), rx).await;
+        }
+
+        #[inline(never)]
+        async fn nested(depth: u32) {
+            if depth == 0 {
+                sleeps().await;
+            } else {
+                Box::pin(nested(depth - 1)).await;
+            }
+        }
+
+        #[inline(never)]
+        async fn handler() {
+            sleeps().await;
+            waits_on_a_channel().await;
+            waits_under_a_timeout().await;
+            nested(12).await;
+            tokio::join!(sleeps(), waits_on_a_channel());
+        }
+
+        fn names(stack: &[u64]) -> Vec<String> {
+            let mut names = Vec::new();
+            for &ip in stack {
+                let mut name = String::from("?");
+                backtrace::resolve(ip as usize as *mut std::ffi::c_void, |symbol| {
+                    if let Some(n) = symbol.name() {
+                        name = n.to_string();
+                    }
+                });
+                names.push(name);
+            }
+            names
+        }
+
+        #[test]
+        fn frame_pointer_stacks_are_the_dwarf_stacks() {
+            let _serial = crate::profiler::SERIAL
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            assert!(frame_pointers(), "the build has the frame-pointer unwinder");
+            let fallbacks_before = fp_counts().fallbacks;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            COMPARED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+            let mut recorder = Recorder::default();
+            let output = runtime.block_on(Observed::new(handler(), Some(&mut recorder)));
+            assert!(output.is_ok());
+            let recording = recorder.finish();
+            let compared = COMPARED.with(|c| c.borrow_mut().take()).unwrap();
+            assert!(compared.len() >= 6, "{compared:?}");
+            for c in &compared {
+                let (fp, dwarf) = (&c.frame_pointers, &c.dwarf);
+                assert!(
+                    fp.1 && dwarf.1,
+                    "both reach the root: {:#?} vs {:#?}",
+                    names(&fp.0),
+                    names(&dwarf.0)
+                );
+                assert_eq!(
+                    fp.0,
+                    dwarf.0,
+                    "same frames: {:#?} vs {:#?}",
+                    names(&fp.0),
+                    names(&dwarf.0)
+                );
+            }
+            // The symbolized stacks name the handler's async fns, and the
+            // deepest reaches through the 12 boxed levels.
+            let all: Vec<Vec<String>> = compared
+                .iter()
+                .map(|c| names(&c.frame_pointers.0))
+                .collect();
+            assert!(
+                all.iter()
+                    .any(|n| n.iter().any(|f| f.contains("waits_on_a_channel"))),
+                "{all:#?}"
+            );
+            let deepest = all
+                .iter()
+                .map(|n| n.iter().filter(|f| f.contains("nested")).count())
+                .max();
+            assert!(deepest >= Some(13), "{all:#?}");
+            assert_eq!(recording.totals.fp_fallbacks, 0, "{:?}", recording.totals);
+            assert_eq!(fp_counts().fallbacks, fallbacks_before);
+            assert_eq!(fp_counts().mismatches, 0);
         }
     }
 }
