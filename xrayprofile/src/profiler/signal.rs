@@ -795,16 +795,7 @@ pub(crate) fn ticker_timers() -> usize {
 /// amount of it).
 #[cfg(test)]
 pub(crate) fn thread_cpu_time() -> Duration {
-    // SAFETY: `clock_gettime` writes a valid timespec into `now`.
-    let now = unsafe {
-        let mut now: libc::timespec = std::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now);
-        now
-    };
-    Duration::new(
-        u64::try_from(now.tv_sec).unwrap_or(0),
-        u32::try_from(now.tv_nsec).unwrap_or(0),
-    )
+    Duration::from_nanos(cpu_time_of(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0))
 }
 
 /// The SIGPROF handler. Async-signal-safe: atomics, writes into the
