@@ -45,16 +45,7 @@ pub fn trace_root(seq: u32, key: u16) -> String {
 #[inline(never)]
 pub fn spin_for(duration: std::time::Duration) -> u64 {
     let start = std::time::Instant::now();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while start.elapsed() < duration {
-        for _ in 0..1_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-        }
-        x = std::hint::black_box(x);
-    }
-    x | 1
+    spin_while(|| start.elapsed() < duration)
 }
 
 /// Burns `duration` of the calling thread's CPU time (not wall time: on a
@@ -64,8 +55,14 @@ pub fn spin_for(duration: std::time::Duration) -> u64 {
 #[inline(never)]
 pub fn burn_cpu(duration: std::time::Duration) -> u64 {
     let start = cpu_time::ThreadTime::now();
+    spin_while(|| start.elapsed() < duration)
+}
+
+/// Arithmetic the optimizer cannot discard, in chunks of 10,000 steps
+/// (a few µs) between checks of `busy`.
+fn spin_while(mut busy: impl FnMut() -> bool) -> u64 {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while start.elapsed() < duration {
+    while busy() {
         for _ in 0..10_000 {
             x ^= x << 13;
             x ^= x >> 7;
