@@ -434,8 +434,9 @@ mod tests {
 
     /// Profiles `burn_thread_cpu(300 ms)` on this thread beside 4 idle
     /// threads and 3 busy processes; returns the CPU time burned, the
-    /// samples naming the burn and those naming an idle thread.
-    fn profile_a_burn_under_contention() -> (std::time::Duration, i64, i64, String) {
+    /// samples it is worth at `FREQUENCY_HZ`, the samples naming the burn
+    /// and those naming an idle thread.
+    fn profile_a_burn_under_contention() -> (std::time::Duration, i64, i64, i64, String) {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let idle: Vec<_> = (0..4)
             .map(|_| {
@@ -471,8 +472,10 @@ mod tests {
                 .map(|(names, n)| (names.iter().take(3).collect::<Vec<_>>(), n))
                 .collect::<Vec<_>>()
         );
+        let expected = i64::try_from(burned.as_millis()).unwrap() * i64::from(FREQUENCY_HZ) / 1000;
         (
             burned,
+            expected,
             count("burn_thread_cpu"),
             count("idle_thread_parked"),
             summary,
@@ -489,8 +492,7 @@ mod tests {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         wait_for_warm_ups();
-        let (burned, busy, idle, all) = profile_a_burn_under_contention();
-        let expected = i64::try_from(burned.as_millis()).unwrap() * i64::from(FREQUENCY_HZ) / 1000;
+        let (burned, expected, busy, idle, all) = profile_a_burn_under_contention();
         assert!(
             (expected - 1..=expected + 1).contains(&busy),
             "{burned:?} of CPU on this thread is {expected} samples at {FREQUENCY_HZ} Hz; \
@@ -508,10 +510,18 @@ mod tests {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         wait_for_warm_ups();
+        /// Turns the kernel timers back on even if the profile panics, so
+        /// the tests after this one get them.
+        struct KernelTimersOff;
+        impl Drop for KernelTimersOff {
+            fn drop(&mut self) {
+                signal::KERNEL_TIMERS.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         signal::KERNEL_TIMERS.store(false, std::sync::atomic::Ordering::SeqCst);
-        let (burned, busy, _, all) = profile_a_burn_under_contention();
-        signal::KERNEL_TIMERS.store(true, std::sync::atomic::Ordering::SeqCst);
-        let expected = i64::try_from(burned.as_millis()).unwrap() * i64::from(FREQUENCY_HZ) / 1000;
+        let timers_off = KernelTimersOff;
+        let (burned, expected, busy, _, all) = profile_a_burn_under_contention();
+        drop(timers_off);
         assert!(
             (expected - 2..=expected + 1).contains(&busy),
             "{burned:?} of CPU is {expected} samples; the ticker alone gave {busy}: {all}"
