@@ -2,7 +2,9 @@
 //! `wall` mode (waker probe + CPU sampler) next to the same handler
 //! unprofiled, interleaved in one run.
 //!
-//! `cargo bench -p xrayprofile-tests --bench wall_overhead`
+//! `cargo bench -p xrayprofile-tests --bench wall_overhead`; arguments after
+//! `--` pick parts by name, as test filters do: `costs` (the per-capture and
+//! per-poll tables), `dense`, `reference`, `current-thread`, `multi-thread`.
 //!
 //! The handler makes 100 HTTP/1.1 GETs to a loopback server over one
 //! keep-alive connection (as an SDK client's pool would), 2,000 round trips
@@ -30,7 +32,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xrayprofile::__private::bench::{self, Profiling};
+use xrayprofile::__private::bench::{self, Profiling, Recording};
 
 const GETS: usize = 100;
 const ROUND_TRIPS: usize = 2_000;
@@ -137,6 +139,19 @@ async fn chatty(port: u16) -> u64 {
     total
 }
 
+/// One round of one variant: the handler's latency, and the CPU time of the
+/// thread that polled it.
+type Round = (Duration, Duration);
+
+/// The handler, and the CPU time used meanwhile by the thread that polls it
+/// (`block_on`'s, on either runtime; the mpsc echo task is not in it on the
+/// multi-thread runtime).
+async fn chatty_cpu(port: u16) -> (u64, Duration) {
+    let cpu = cpu_time::ThreadTime::now();
+    let out = chatty(port).await;
+    (out, cpu.elapsed())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -144,6 +159,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Whether the bench's arguments ask for the part named `name` (all parts
+/// when none is given).
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|filter| name.contains(filter.as_str()))
 }
 
 fn main() {
@@ -156,43 +181,8 @@ fn main() {
             "DWARF (libgcc; build with -C force-frame-pointers=yes for the frame-pointer walk)"
         }
     );
-    println!(
-        "\nper capture (one `Waker::clone` of the probe waker in a probed poll, no sampler), 20,000 clones, 5 runs:"
-    );
-    println!(
-        "| run | frames | DWARF: capture / whole clone | frame pointers: capture / whole clone |"
-    );
-    println!("|---|---|---|---|");
-    for run in 1..=5 {
-        for depth in [0, 16] {
-            let cost = xrayprofile::__private::bench::capture_cost(20_000, depth);
-            let fp = cost.frame_pointers.map_or_else(
-                || "(not in this build)".to_owned(),
-                |(capture, clone)| format!("{capture:.0} ns / {clone:.0} ns"),
-            );
-            println!(
-                "| {run} | {} | {:.0} ns / {:.0} ns | {fp} |",
-                cost.frames, cost.dwarf.0, cost.dwarf.1
-            );
-        }
-    }
-    println!();
-    println!(
-        "per poll of a future that only yields (current-thread runtime, no sampler), 200,000 polls, 5 runs:"
-    );
-    println!(
-        "| run | plain | + panic catcher (`cpu` mode) | + wall recorder, timing only | + wall recorder, default budget |"
-    );
-    println!("|---|---|---|---|---|");
-    for run in 1..=5 {
-        let cost = xrayprofile::__private::bench::poll_cost(200_000).unwrap();
-        println!(
-            "| {run} | {:.0} ns | {:+.0} ns | {:+.0} ns | {:+.0} ns |",
-            cost.plain,
-            cost.caught - cost.plain,
-            cost.timed - cost.plain,
-            cost.recorded - cost.plain
-        );
+    if wanted("costs") {
+        costs();
     }
     // Two densities. "dense": the server answers at once, a poll every
     // ≈1 µs (current-thread), the worst case. "reference": the server
@@ -232,14 +222,78 @@ fn main() {
     );
 }
 
+/// What one capture and one poll cost, apart from any handler.
+fn costs() {
+    println!(
+        "\nper capture (one `Waker::clone` of the probe waker in a probed poll, no sampler), 20,000 clones, 5 runs:"
+    );
+    println!(
+        "| run | frames | DWARF: capture / whole clone | frame pointers: capture / whole clone |"
+    );
+    println!("|---|---|---|---|");
+    for run in 1..=5 {
+        for depth in [0, 16] {
+            let cost = xrayprofile::__private::bench::capture_cost(20_000, depth);
+            let fp = cost.frame_pointers.map_or_else(
+                || "(not in this build)".to_owned(),
+                |(capture, clone)| format!("{capture:.0} ns / {clone:.0} ns"),
+            );
+            println!(
+                "| {run} | {} | {:.0} ns / {:.0} ns | {fp} |",
+                cost.frames, cost.dwarf.0, cost.dwarf.1
+            );
+        }
+    }
+    for (workload, what, units) in [
+        (
+            bench::Workload::Yields,
+            "poll of a future that only yields",
+            200_000,
+        ),
+        (
+            bench::Workload::RoundTrips,
+            "mpsc round trip to a task that answers",
+            50_000,
+        ),
+    ] {
+        println!();
+        println!("per {what} (current-thread runtime, no sampler), {units} of them, 5 runs:");
+        println!(
+            "| run | plain | + panic catcher (`cpu` mode) | + wall recorder, timing only | + wall recorder, default budget | + wall recorder, every poll recorded (of which the budget counts, per recorded poll) |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for run in 1..=5 {
+            let cost = bench::poll_cost(workload, units).unwrap();
+            println!(
+                "| {run} | {:.0} ns | {:+.0} ns | {:+.0} ns | {:+.0} ns | {:+.0} ns ({:.0} ns) |",
+                cost.plain,
+                cost.caught - cost.plain,
+                cost.timed - cost.plain,
+                cost.recorded - cost.plain,
+                cost.every_poll - cost.plain,
+                cost.every_poll_counted
+            );
+        }
+    }
+}
+
 fn measure(name: &str, runtime: tokio::runtime::Runtime, delay: Duration) {
+    if !wanted(name) {
+        return;
+    }
     runtime.block_on(async {
         let port = server(delay).await;
         // Warm-up: connections, the unwinder's tables, the symbolizer.
         let _ = chatty(port).await;
         let _ = Profiling::start().unwrap().wall(chatty(port)).await.unwrap();
 
+        // Per round: latency, and the CPU time of the thread that polled
+        // the handler.
         let (mut plain, mut profiled, mut cpu_only) = (Vec::new(), Vec::new(), Vec::new());
+        // The probe's two extremes, to price a recorded poll in this
+        // handler: polls only timed, and every poll recorded.
+        let (mut timing_only, mut every_poll) = (Vec::new(), Vec::new());
+        let mut every_poll_counted = Vec::new();
         // In a frame-pointer build, the same wall run with the walk turned
         // off (DWARF), interleaved: the two unwinders under the same load.
         let frame_pointers = bench::unwinder().frame_pointers;
@@ -251,70 +305,127 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime, delay: Duration) {
             if frame_pointers {
                 bench::use_frame_pointers(false);
                 let profile = Profiling::start().unwrap();
-                let (out, took, encoded) = profile.wall(chatty(port)).await.unwrap();
+                let ((out, cpu), took, encoded) =
+                    profile.wall(chatty_cpu(port)).await.unwrap();
                 bench::use_frame_pointers(true);
                 std::hint::black_box(out);
-                profiled_dwarf.push(took);
+                profiled_dwarf.push((took, cpu));
                 if dwarf_comments.is_empty() {
                     dwarf_comments = probe_comment(&encoded.gzipped);
                 }
             }
 
             let started = Instant::now();
-            std::hint::black_box(chatty(port).await);
-            plain.push(started.elapsed());
+            let (out, cpu) = chatty_cpu(port).await;
+            plain.push((started.elapsed(), cpu));
+            std::hint::black_box(out);
 
             let profile = Profiling::start().unwrap();
             let started = Instant::now();
-            std::hint::black_box(chatty(port).await);
-            cpu_only.push(started.elapsed());
+            let (out, cpu) = chatty_cpu(port).await;
+            cpu_only.push((started.elapsed(), cpu));
+            std::hint::black_box(out);
             drop(profile.finish());
 
+            for (recording, rounds) in [
+                (Recording::TimingOnly, &mut timing_only),
+                (Recording::EveryPoll, &mut every_poll),
+            ] {
+                let profile = Profiling::start().unwrap();
+                let ((out, cpu), took, encoded) = profile
+                    .wall_recording(recording, chatty_cpu(port))
+                    .await
+                    .unwrap();
+                std::hint::black_box(out);
+                rounds.push((took, cpu));
+                if recording == Recording::EveryPoll {
+                    every_poll_counted.extend(counted_per_recorded_poll(&encoded.gzipped));
+                }
+            }
+
             let profile = Profiling::start().unwrap();
-            let (out, took, encoded) = profile.wall(chatty(port)).await.unwrap();
+            let ((out, cpu), took, encoded) = profile.wall(chatty_cpu(port)).await.unwrap();
             std::hint::black_box(out);
-            profiled.push(took);
+            profiled.push((took, cpu));
             sizes.push(encoded.gzipped.len());
             if comments.is_empty() {
                 comments = probe_comment(&encoded.gzipped);
             }
         }
-        let ratio = |variant: &[Duration]| -> f64 {
-            let mut ratios: Vec<f64> = variant
-                .iter()
-                .zip(&plain)
-                .map(|(v, p)| v.as_secs_f64() / p.as_secs_f64())
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            (ratios[ratios.len() / 2] - 1.0) * 100.0
+        let plain_latency = median(plain.iter().map(|&(took, _)| took).collect());
+        // Median latency; its median per-round ratio to the unprofiled
+        // round; the handler thread's median extra CPU per round, as a
+        // share of the unprofiled latency.
+        let row = |variant: &[Round]| -> String {
+            let per_round = |f: &dyn Fn(&Round, &Round) -> f64| {
+                let mut v: Vec<f64> = variant.iter().zip(&plain).map(|(v, p)| f(v, p)).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let ratio = per_round(&|v, p| v.0.as_secs_f64() / p.0.as_secs_f64());
+            let extra_cpu = per_round(&|v, p| v.1.as_secs_f64() - p.1.as_secs_f64());
+            format!(
+                "{:.1} ms | {:+.1} % | {:+.2} ms ({:+.1} %)",
+                ms(median(variant.iter().map(|&(took, _)| took).collect())),
+                (ratio - 1.0) * 100.0,
+                extra_cpu * 1e3,
+                extra_cpu / plain_latency.as_secs_f64() * 100.0
+            )
         };
-        let (cpu_ratio, wall_ratio) = (ratio(&cpu_only), ratio(&profiled));
-        let dwarf_row = frame_pointers.then(|| (ratio(&profiled_dwarf), median(profiled_dwarf)));
-        let (plain, profiled, cpu_only) = (median(plain), median(profiled), median(cpu_only));
         println!("\n{name}: chatty handler, {GETS} keep-alive GETs answered after {delay:?}, {ROUND_TRIPS} mpsc round trips, {YIELDS} yields; {RUNS} rounds");
-        println!("| variant | median latency | vs unprofiled (median of per-round ratios) |");
-        println!("|---|---|---|");
-        println!("| unprofiled | {:.1} ms | |", ms(plain));
+        println!("| variant | median latency | vs unprofiled (median of per-round ratios) | extra CPU of the handler's thread per round (share of the unprofiled latency) |");
+        println!("|---|---|---|---|");
+        let plain_cpu = median(plain.iter().map(|&(_, cpu)| cpu).collect());
         println!(
-            "| `mode = \"cpu\"`: CPU sampler only | {:.1} ms | {:+.1} % |",
-            ms(cpu_only),
-            cpu_ratio
+            "| unprofiled | {:.1} ms | | ({:.1} ms of CPU) |",
+            ms(plain_latency),
+            ms(plain_cpu)
         );
+        println!("| `mode = \"cpu\"`: CPU sampler only | {} |", row(&cpu_only));
         println!(
-            "| `mode = \"wall\"`: waker probe ({} unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
+            "| `mode = \"wall\"`: waker probe ({} unwinder) + CPU sampler | {} |",
             if xrayprofile::__private::bench::unwinder().frame_pointers {
                 "frame-pointer"
             } else {
                 "DWARF"
             },
-            ms(profiled),
-            wall_ratio
+            row(&profiled)
         );
-        if let Some((dwarf_ratio, dwarf)) = dwarf_row {
+        println!(
+            "| `mode = \"wall\"`, polls only timed | {} |",
+            row(&timing_only)
+        );
+        println!(
+            "| `mode = \"wall\"`, every poll recorded | {} |",
+            row(&every_poll)
+        );
+        if frame_pointers {
             println!(
-                "| `mode = \"wall\"`, same binary, frame-pointer walk off (DWARF unwinder) + CPU sampler | {:.1} ms | {:+.1} % |",
-                ms(dwarf),
-                dwarf_ratio
+                "| `mode = \"wall\"`, same binary, frame-pointer walk off (DWARF unwinder) + CPU sampler | {} |",
+                row(&profiled_dwarf)
+            );
+        }
+        if let Some(&(polls, _)) = every_poll_counted.first() {
+            let mut counted: Vec<f64> = every_poll_counted.iter().map(|&(_, ns)| ns).collect();
+            counted.sort_by(f64::total_cmp);
+            // The median over rounds of `a`'s extra CPU over `b`'s, per poll.
+            let extra_per_poll = |a: &[Round], b: &[Round]| -> f64 {
+                let mut v: Vec<f64> = a
+                    .iter()
+                    .zip(b)
+                    .map(|(a, b)| (a.1.as_secs_f64() - b.1.as_secs_f64()) * 1e9 / polls)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let extra = extra_per_poll(&every_poll, &timing_only);
+            let timed = extra_per_poll(&timing_only, &plain);
+            let (per_poll, per_registration) = bench::budget_allowances();
+            println!(
+                "the probe's costs in this handler (CPU of the handler's thread, medians over rounds, {polls} polls a round): timing a poll {:.0} ns (the budget counts {per_poll} ns); recording a poll {:.0} ns (the budget counted {:.0} ns, of which {per_registration} ns per registration not timed)",
+                timed,
+                extra,
+                counted[counted.len() / 2]
             );
         }
         sizes.sort_unstable();
@@ -324,6 +435,29 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime, delay: Duration) {
             println!("first DWARF profile's probe comments: {dwarf_comments}");
         }
     });
+}
+
+/// How many polls the probe recorded, and what its budget counted per
+/// recorded poll for recording it, in ns, from the profile's comment
+/// "recorded N of M polls (the probe cost X ms as its budget counts it,
+/// recording Y ms)".
+fn counted_per_recorded_poll(gzipped: &[u8]) -> Option<(f64, f64)> {
+    let comments = probe_comment(gzipped);
+    let recorded: f64 = comments
+        .split("recorded ")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    let ms: f64 = comments
+        .split("recording ")
+        .nth(1)?
+        .split("ms")
+        .next()?
+        .parse()
+        .ok()?;
+    Some((recorded, ms * 1e6 / recorded))
 }
 
 /// The profile's `probe:` comments: how many polls were recorded.

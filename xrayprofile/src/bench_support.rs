@@ -7,10 +7,31 @@ use std::time::Duration;
 
 use crate::pprof_file::{self, Identity};
 use crate::profiler::{ActiveProfile, Detail, FinishedProfile, ProfileError};
-use crate::wall::{Observed, Recorder, probe};
+use crate::wall::{Observed, Policy, Recorder, probe};
 
 /// A running profile, as a sampled invocation starts it.
 pub struct Profiling(ActiveProfile);
+
+/// What the probe budget counts for what it cannot time, in ns: per poll
+/// (timing it) and per registration of a recorded poll (releasing the handle,
+/// the leaf re-storing the waker).
+pub fn budget_allowances() -> (u64, u64) {
+    (
+        crate::wall::TIMED_POLL_NS,
+        crate::wall::UNTIMED_NS_PER_REGISTRATION,
+    )
+}
+
+/// Which polls the waker probe records, for [`Profiling::wall_recording`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// As a sampled invocation does: within the probe budget.
+    Budgeted,
+    /// Every poll, whatever it costs.
+    EveryPoll,
+    /// None after the first: polls and waits are only timed.
+    TimingOnly,
+}
 
 /// A finished profile as it would be stored.
 #[derive(Debug)]
@@ -63,7 +84,24 @@ impl Profiling {
         self,
         future: F,
     ) -> Result<(F::Output, Duration, Encoded), String> {
-        let mut recorder = Recorder::default();
+        self.wall_recording(Recording::Budgeted, future).await
+    }
+
+    /// [`Profiling::wall`] with the probe recording polls as `recording`
+    /// says.
+    ///
+    /// # Errors
+    /// As [`Profiling::wall`].
+    pub async fn wall_recording<F: Future>(
+        self,
+        recording: Recording,
+        future: F,
+    ) -> Result<(F::Output, Duration, Encoded), String> {
+        let mut recorder = match recording {
+            Recording::Budgeted => Recorder::default(),
+            Recording::EveryPoll => Recorder::with_policy(Policy::EveryPoll),
+            Recording::TimingOnly => Recorder::with_policy(Policy::FirstPollOnly),
+        };
         let started = std::time::Instant::now();
         let output = Observed::new(future, Some(&mut recorder)).await;
         let took = started.elapsed();
@@ -90,8 +128,18 @@ pub fn sample_this_thread() -> bool {
     crate::profiler::sample_this_thread()
 }
 
-/// Nanoseconds per poll of a future that yields `polls` times on a
-/// current-thread runtime, polled four ways.
+/// What the future of [`poll_cost`] does, `units` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `tokio::task::yield_now()`: one poll each.
+    Yields,
+    /// A round trip over tokio mpsc channels to a task that answers: the
+    /// receive registers a waker, the answer wakes it.
+    RoundTrips,
+}
+
+/// Nanoseconds per unit of a [`Workload`] on a current-thread runtime,
+/// polled several ways.
 #[derive(Debug, Clone, Copy)]
 pub struct PollCost {
     /// Awaited directly.
@@ -102,22 +150,32 @@ pub struct PollCost {
     pub timed: f64,
     /// Through the wall recorder with its default budget.
     pub recorded: f64,
+    /// Through the wall recorder recording every poll.
+    pub every_poll: f64,
+    /// Of which the probe budget counts, per recorded poll.
+    pub every_poll_counted: f64,
 }
 
 /// Measures [`PollCost`] (no CPU sampler running).
 ///
 /// # Errors
 /// If a tokio runtime cannot be built.
-pub fn poll_cost(polls: u32) -> Result<PollCost, String> {
+pub fn poll_cost(workload: Workload, units: u32) -> Result<PollCost, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|err| err.to_string())?;
     let yields = || async move {
-        for _ in 0..polls {
-            tokio::task::yield_now().await;
+        match workload {
+            Workload::Yields => {
+                for _ in 0..units {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Workload::RoundTrips => round_trips(units).await,
         }
     };
-    let per_poll = |took: Duration| took.as_secs_f64() * 1e9 / f64::from(polls.max(1));
+    let counted = std::cell::Cell::new(0.0);
+    let per_poll = |took: Duration| took.as_secs_f64() * 1e9 / f64::from(units.max(1));
     let time = |run: &dyn Fn()| {
         let started = std::time::Instant::now();
         run();
@@ -127,14 +185,39 @@ pub fn poll_cost(polls: u32) -> Result<PollCost, String> {
         plain: time(&|| runtime.block_on(yields())),
         caught: time(&|| drop(runtime.block_on(Observed::new(yields(), None)))),
         timed: time(&|| {
-            let mut recorder = Recorder::timing_only();
+            let mut recorder = Recorder::with_policy(Policy::FirstPollOnly);
             drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
         }),
         recorded: time(&|| {
             let mut recorder = Recorder::default();
             drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
         }),
+        every_poll: time(&|| {
+            let mut recorder = Recorder::with_policy(Policy::EveryPoll);
+            drop(runtime.block_on(Observed::new(yields(), Some(&mut recorder))));
+            counted.set(recorder.finish().totals.recording_per_recorded_poll());
+        }),
+        every_poll_counted: counted.get(),
     })
+}
+
+async fn round_trips(n: u32) {
+    let (to_echo, mut from_us) = tokio::sync::mpsc::channel::<u32>(1);
+    let (to_us, mut from_echo) = tokio::sync::mpsc::channel::<u32>(1);
+    let echo = tokio::spawn(async move {
+        while let Some(v) = from_us.recv().await {
+            if to_us.send(v).await.is_err() {
+                break;
+            }
+        }
+    });
+    for i in 0..n {
+        if to_echo.send(i).await.is_err() || from_echo.recv().await.is_none() {
+            break;
+        }
+    }
+    drop(to_echo);
+    let _ = echo.await;
 }
 
 /// Which unwinder the waker probe uses in this build, and what the
@@ -177,7 +260,8 @@ pub struct CaptureCost {
     /// Frames in each captured stack.
     pub frames: usize,
     /// DWARF unwinder: ns per capture as the probe budget counts it
-    /// (unwind, signal mask, stack buffer), and ns per `Waker::clone` in all.
+    /// (the handle, the unwind, the signal mask, the stack buffer), and ns per
+    /// `Waker::clone` with its drop.
     pub dwarf: (f64, f64),
     /// The same with the frame-pointer unwinder, in a build that has it.
     pub frame_pointers: Option<(f64, f64)>,
@@ -190,13 +274,17 @@ pub fn capture_cost(clones: u32, depth: u32) -> CaptureCost {
         let root = probe::Root::new(std::task::Waker::noop());
         let waker = root.waker();
         let started = std::time::Instant::now();
-        let (_, log) = probe::poll(true, Vec::new(), || {
-            let mut cx = std::task::Context::from_waker(&waker);
+        let (_, log) = probe::poll(true, probe::Buffers::default(), || {
+            let mut cx = std::task::Context::from_waker(waker);
             nest(depth, &mut cx, clones)
         });
         let took = started.elapsed();
         let n = f64::from(clones.max(1));
-        let frames = log.registrations.first().map_or(0, |r| r.stack.len());
+        let frames = log
+            .buffers
+            .registrations
+            .first()
+            .map_or(0, |r| r.stack.len());
         let per_capture = log.capture_ns as f64 / n;
         (frames, (per_capture, took.as_secs_f64() * 1e9 / n))
     };

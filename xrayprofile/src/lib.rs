@@ -103,8 +103,9 @@ pub mod __private {
     /// For the crate's benchmarks only.
     pub mod bench {
         pub use crate::bench_support::{
-            CaptureCost, Encoded, PollCost, Profiling, Unwinder, capture_cost, poll_cost,
-            sample_this_thread, unwinder, use_frame_pointers,
+            CaptureCost, Encoded, PollCost, Profiling, Recording, Unwinder, Workload,
+            budget_allowances, capture_cost, poll_cost, sample_this_thread, unwinder,
+            use_frame_pointers,
         };
     }
 }

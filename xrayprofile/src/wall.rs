@@ -9,34 +9,59 @@
 //! time; the CPU sampler's samples taken inside the poll carry its stacks,
 //! and the profile builder scales them to the measured polling time.
 //!
-//! Costs are bounded: recording a stack costs 1–5 µs, so after the first
-//! [`FREE_RECORDINGS`] polls, when the time spent recording passes
-//! [`PROBE_BUDGET_PERCENT`] of the elapsed time, only one poll in `stride` is
-//! recorded. A wait after a poll that was not recorded is charged, exactly,
-//! to [`Charge::Unrecorded`], never guessed: weighting the recorded polls by
-//! their stride instead would multiply one long wait by the stride, or drop
-//! it. The profile's comments say how much went there. Unsampled invocations
-//! never come here.
+//! Costs are bounded: timing a poll costs about 0.2 µs and recording its
+//! stacks 0.5 µs (frame pointers) to 5 µs (DWARF), so after the first
+//! [`FREE_RECORDINGS`] polls a poll is recorded only while the probe's cost
+//! so far stays under [`PROBE_BUDGET_PERCENT`] of the elapsed time (a token
+//! bucket: [`Budget`]), and not when it follows the previous poll within
+//! [`DENSE_POLLS`]. A wait after a poll that was not recorded is charged,
+//! exactly, to [`Charge::Unrecorded`], never guessed: weighting the recorded
+//! polls instead would multiply one long wait, or drop it. The profile's
+//! comments say how much went there. Unsampled invocations never come here.
 
 pub(crate) mod probe;
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The most of an invocation's elapsed time the probe may spend recording
-/// stacks before it records only some polls.
+/// The most of an invocation's elapsed time the probe may cost (timing every
+/// poll, recording stacks on some) and still record polls.
 pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
-/// Polls always recorded before the budget applies: a handler with a few
-/// awaits (most Lambda handlers) is attributed completely, and the first
-/// unwinds of a process (which touch the unwind tables) cannot thin out the
-/// rest while 1 % of the elapsed time is still next to nothing.
+/// Polls always recorded, outside the budget: a handler with a few awaits
+/// (most Lambda handlers) is attributed completely, and the first unwinds of
+/// a process (which touch the unwind tables, up to 100 µs each) cannot use
+/// up the budget of the rest.
 pub(crate) const FREE_RECORDINGS: u64 = 32;
-/// The sparsest recording: one poll in this many.
-const MAX_STRIDE: u64 = 1024;
+/// What timing one poll costs (two clock reads, the panic catcher, marking
+/// the poll's root for the CPU sampler), for the budget: the probe cannot
+/// time its own clock reads. Measured with `cargo bench -p xrayprofile-tests
+/// --bench wall_overhead` as the CPU the handler's thread spends more when
+/// polls are only timed: 100–160 ns per poll of a yield or an mpsc round
+/// trip, 140–240 ns per poll of the chatty handler (`docs/performance.md`).
+pub(crate) const TIMED_POLL_NS: u64 = 200;
+/// What each registration of a recorded poll costs beyond what the probe
+/// times (the clone, the unwind and the interning): the release of the
+/// probe's handle (a drop or a wake, on any thread) and the leaf storing the
+/// new waker in place of the old one. Timing those would cost about as much
+/// again (two clock reads are 60 ns here), so the budget counts this
+/// allowance instead. Measured by the same benchmark: a recorded poll costs
+/// 140–160 ns more than the probe times for a yield or an mpsc round trip,
+/// 200–260 ns in the chatty handler.
+pub(crate) const UNTIMED_NS_PER_REGISTRATION: u64 = 250;
+/// Polls closer together than this are not recorded (past the free ones):
+/// timing them alone costs the whole budget ([`TIMED_POLL_NS`] is 1 % of
+/// it), and the waits between them are as short, so recording them would
+/// spend what the long waits need on next to no time. Measured on the
+/// chatty handler (`docs/performance.md`, session 4).
+pub(crate) const DENSE_POLLS: Duration =
+    Duration::from_nanos(TIMED_POLL_NS * 100 / PROBE_BUDGET_PERCENT);
+/// Emptied stack vectors kept for the next recorded poll's clones.
+const SPARE_STACKS: usize = 64;
 
 /// What a panicking handler panicked with, carried out of the poll so the
 /// profile can be written before the panic goes on.
@@ -68,18 +93,79 @@ pub(crate) enum Charge {
 #[derive(Default)]
 pub(crate) struct Recorder {
     started: Option<Instant>,
+    last_poll_start: Option<Instant>,
     last_poll_end: Option<Instant>,
     root: Option<probe::Root>,
     stacks: Vec<Vec<u64>>,
-    stack_ids: HashMap<Vec<u64>, StackId>,
+    stack_ids: HashMap<Vec<u64>, StackId, BuildHasherDefault<AddressHasher>>,
     /// What the future waits on since its last poll, and whether that poll
     /// was recorded.
     waiting_on: Vec<StackId>,
     last_recorded: bool,
     /// Reused between polls.
-    spare: Vec<probe::Registration>,
+    spare: probe::Buffers,
     charges: Charges,
     totals: Totals,
+    budget: Budget,
+    policy: Policy,
+}
+
+/// Which polls a [`Recorder`] records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The first [`FREE_RECORDINGS`], then those the [`Budget`] allows.
+    #[default]
+    Budgeted,
+    /// Every poll, whatever it costs (the benchmark that prices a recorded
+    /// poll).
+    EveryPoll,
+    /// The first poll only (tests and the benchmark that prices timing).
+    FirstPollOnly,
+}
+
+/// The probe budget, a token bucket: it earns [`PROBE_BUDGET_PERCENT`] of the
+/// elapsed time and pays what the probe costs (timing each poll, recording
+/// those past the free ones). A poll is recorded when the balance is not
+/// negative (and it is not a [`DENSE_POLLS`] one), so recordings never
+/// take the probe's cost past the budget by more than one; only timing
+/// dense polls can, and nothing is recorded until that is paid back.
+#[derive(Debug, Default)]
+struct Budget {
+    balance_ns: i64,
+    earned_until: Option<Instant>,
+    /// All it earned, and what it paid for recordings (for the tests).
+    earned_ns: u64,
+    recordings_ns: u64,
+}
+
+impl Budget {
+    fn earn(&mut self, now: Instant) {
+        if let Some(since) = self.earned_until {
+            let earned = nanos(now.saturating_duration_since(since))
+                .saturating_mul(PROBE_BUDGET_PERCENT)
+                / 100;
+            self.balance_ns = self
+                .balance_ns
+                .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX));
+            self.earned_ns = self.earned_ns.saturating_add(earned);
+        }
+        self.earned_until = Some(now);
+    }
+
+    fn pay(&mut self, ns: u64) {
+        self.balance_ns = self
+            .balance_ns
+            .saturating_sub(i64::try_from(ns).unwrap_or(i64::MAX));
+    }
+
+    fn pay_recording(&mut self, ns: u64) {
+        self.pay(ns);
+        self.recordings_ns = self.recordings_ns.saturating_add(ns);
+    }
+
+    fn allows_recording(&self) -> bool {
+        self.balance_ns >= 0
+    }
 }
 
 /// Nanoseconds per [`Charge`], kept so that charging costs an index, not a
@@ -146,11 +232,10 @@ pub(crate) struct Totals {
     pub(crate) pending: Duration,
     pub(crate) polls: u64,
     pub(crate) recorded_polls: u64,
-    /// What the probe spent on recorded polls: unwinding and interning the
-    /// stacks (the budget counts this).
-    pub(crate) capture: Duration,
-    /// The sparsest recording used (1: every poll was recorded).
-    pub(crate) max_stride: u64,
+    /// What recording stacks cost, as the budget counts it: the clones
+    /// (handles and unwinds) and the interning, timed, plus
+    /// [`UNTIMED_NS_PER_REGISTRATION`] per registration.
+    pub(crate) recording: Duration,
     /// Registrations dropped before their poll returned (not waited on).
     pub(crate) stale: u64,
     /// Stacks that did not reach the wrapper's frame within the depth limit.
@@ -160,7 +245,21 @@ pub(crate) struct Totals {
     /// Captures the frame-pointer unwinder handed to DWARF (its chain did not
     /// reach the wrapper's frame); always 0 in a default build.
     pub(crate) fp_fallbacks: u64,
-    stride: u64,
+}
+
+impl Totals {
+    /// What the probe cost, as its budget counts it: recording, and
+    /// [`TIMED_POLL_NS`] per poll.
+    pub(crate) fn probe_cost(&self) -> Duration {
+        self.recording.saturating_add(Duration::from_nanos(
+            self.polls.saturating_mul(TIMED_POLL_NS),
+        ))
+    }
+
+    /// Nanoseconds the budget counted per recorded poll for recording it.
+    pub(crate) fn recording_per_recorded_poll(&self) -> f64 {
+        self.recording.as_secs_f64() * 1e9 / self.recorded_polls.max(1) as f64
+    }
 }
 
 /// A finished recording: charges in nanoseconds, and the stacks they name.
@@ -191,12 +290,12 @@ impl Recording {
 }
 
 impl Recorder {
-    /// A recorder that never records stacks, only times polls and waits
-    /// (for the benchmark that prices that part alone).
-    pub(crate) fn timing_only() -> Recorder {
-        let mut recorder = Recorder::default();
-        recorder.totals.stride = u64::MAX;
-        recorder
+    /// A recorder that records the polls `policy` says.
+    pub(crate) fn with_policy(policy: Policy) -> Recorder {
+        Recorder {
+            policy,
+            ..Recorder::default()
+        }
     }
 
     /// Polls `future` as a probed poll and accounts for the time since the
@@ -207,33 +306,46 @@ impl Recorder {
         cx: &mut Context<'_>,
     ) -> Poll<Result<F::Output, PanicPayload>> {
         let start = Instant::now();
-        let started = *self.started.get_or_insert(start);
+        self.started.get_or_insert(start);
         if let Some(end) = self.last_poll_end.take() {
             let gap = start.saturating_duration_since(end);
             self.totals.pending += gap;
             self.charge_wait(gap);
         }
-        let stride = self.totals.stride.max(1);
-        let record = self.totals.polls.is_multiple_of(stride);
+        self.budget.earn(start);
+        let free = self.totals.recorded_polls < FREE_RECORDINGS;
+        let dense = self
+            .last_poll_start
+            .replace(start)
+            .is_some_and(|last| start.saturating_duration_since(last) < DENSE_POLLS);
+        let record = match self.policy {
+            Policy::Budgeted => free || (!dense && self.budget.allows_recording()),
+            Policy::EveryPoll => true,
+            Policy::FirstPollOnly => self.totals.polls == 0,
+        };
         // Polls that are not recorded get the task's own waker: leaves that
         // already hold it keep it (`will_wake`), so they pay nothing extra.
-        let probe_waker = record.then(|| {
-            let root = match self.root.take() {
-                Some(root) if root.wraps(cx.waker()) => root,
-                _ => probe::Root::new(cx.waker()),
-            };
-            let waker = root.waker();
-            self.root = Some(root);
-            waker
-        });
-        let registrations = std::mem::take(&mut self.spare);
+        if record
+            && !self
+                .root
+                .as_ref()
+                .is_some_and(|root| root.wraps(cx.waker()))
+        {
+            self.root = Some(probe::Root::new(cx.waker()));
+        }
+        let probe_waker = self
+            .root
+            .as_ref()
+            .filter(|_| record)
+            .map(probe::Root::waker);
+        let buffers = std::mem::take(&mut self.spare);
         let polled =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &probe_waker {
                 Some(waker) => {
                     let mut probe_cx = Context::from_waker(waker);
-                    probe::poll(true, registrations, || future.poll(&mut probe_cx))
+                    probe::poll(true, buffers, || future.poll(&mut probe_cx))
                 }
-                None => probe::poll(false, registrations, || future.poll(cx)),
+                None => probe::poll(false, buffers, || future.poll(cx)),
             }));
         let end = Instant::now();
         let busy = end.saturating_duration_since(start);
@@ -246,30 +358,43 @@ impl Recorder {
         };
         self.waiting_on.clear();
         self.last_recorded = record;
+        self.budget.pay(TIMED_POLL_NS);
         if record {
             self.totals.recorded_polls += 1;
-            self.totals.capture += Duration::from_nanos(log.capture_ns);
+            let registrations = u64::try_from(log.buffers.registrations.len()).unwrap_or(u64::MAX);
+            let mut recording = log
+                .capture_ns
+                .saturating_add(registrations.saturating_mul(UNTIMED_NS_PER_REGISTRATION));
             self.totals.fp_fallbacks += log.fp_fallbacks;
-            for registration in log.registrations.drain(..) {
-                if !registration.is_live() {
+            let buffers = &mut log.buffers;
+            for registration in buffers.registrations.drain(..) {
+                if registration.is_live() {
+                    self.totals.truncated += u64::from(!registration.reached_root);
+                    let id = self.intern(&registration.stack);
+                    if !self.waiting_on.contains(&id) {
+                        self.waiting_on.push(id);
+                    }
+                } else {
                     self.totals.stale += 1;
-                    continue;
                 }
-                self.totals.truncated += u64::from(!registration.reached_root);
-                let id = self.intern(registration.stack);
-                if !self.waiting_on.contains(&id) {
-                    self.waiting_on.push(id);
+                let mut stack = registration.stack;
+                if buffers.stacks.len() < SPARE_STACKS {
+                    stack.clear();
+                    buffers.stacks.push(stack);
                 }
             }
-            // The budget counts all the probe adds to a recorded poll, not
-            // only the unwinds: interning its stacks here too. With the
-            // frame-pointer walk (0.1 µs) this part is most of it.
-            self.totals.capture += Instant::now().saturating_duration_since(end);
-            self.adjust_stride(end.saturating_duration_since(started));
+            // Interning is part of the recording's cost too: with the
+            // frame-pointer walk, as much as the unwinds.
+            recording =
+                recording.saturating_add(nanos(Instant::now().saturating_duration_since(end)));
+            self.totals.recording += Duration::from_nanos(recording);
+            if !free {
+                self.budget.pay_recording(recording);
+            }
         }
-        // Unrecorded polls hand the (empty) buffer back too, so it is
+        // Unrecorded polls hand the (empty) buffers back too, so they are
         // allocated once per invocation, not once per recorded poll.
-        self.spare = log.registrations;
+        self.spare = log.buffers;
         match output {
             Poll::Ready(output) => Poll::Ready(Ok(output)),
             Poll::Pending => {
@@ -288,7 +413,6 @@ impl Recorder {
             self.totals.pending += gap;
             self.charge_wait(gap);
         }
-        self.totals.max_stride = self.totals.max_stride.max(1);
         self.totals.unrecorded = Duration::from_nanos(self.charges.unrecorded);
         Recording {
             charges: self.charges.into_sorted(),
@@ -300,13 +424,13 @@ impl Recorder {
         }
     }
 
-    fn intern(&mut self, stack: Vec<u64>) -> StackId {
-        if let Some(&id) = self.stack_ids.get(&stack) {
+    fn intern(&mut self, stack: &[u64]) -> StackId {
+        if let Some(&id) = self.stack_ids.get(stack) {
             return id;
         }
         let id = StackId::try_from(self.stacks.len()).unwrap_or(StackId::MAX);
-        self.stacks.push(stack.clone());
-        self.stack_ids.insert(stack, id);
+        self.stacks.push(stack.to_vec());
+        self.stack_ids.insert(stack.to_vec(), id);
         id
     }
 
@@ -344,24 +468,38 @@ impl Recorder {
             self.charges.add(each(id), part);
         });
     }
+}
 
-    /// Records fewer polls when recording costs more than the budget, more
-    /// again when it is well under.
-    fn adjust_stride(&mut self, elapsed: Duration) {
-        if self.totals.recorded_polls <= FREE_RECORDINGS {
-            return;
+/// The hash of the interned stacks: return addresses are not chosen by an
+/// adversary, and SipHash over a 15-frame stack cost more than the
+/// frame-pointer walk that captured it. A multiply-rotate hash (as rustc's
+/// `FxHasher`) over whole words.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buf = [0_u8; 8];
+            buf.copy_from_slice(word);
+            self.write_u64(u64::from_ne_bytes(buf));
         }
-        let spent = nanos(self.totals.capture).saturating_mul(100);
-        let allowed = nanos(elapsed).saturating_mul(PROBE_BUDGET_PERCENT);
-        let stride = self.totals.stride.max(1);
-        self.totals.stride = if spent > allowed {
-            (stride * 2).min(MAX_STRIDE)
-        } else if spent < allowed / 2 {
-            (stride / 2).max(1)
-        } else {
-            stride
-        };
-        self.totals.max_stride = self.totals.max_stride.max(self.totals.stride);
+        for &byte in words.remainder() {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -427,11 +565,16 @@ mod tests {
     /// recorder, as the wrapper does. The caller holds [`SERIAL`]: a probed
     /// poll marks its thread for the sampler, which would count another
     /// test's polls as inside the profiled invocation.
-    fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// A current-thread runtime with timers, as the tests' handlers need.
+    fn timer_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
+        let runtime = timer_runtime();
         let mut recorder = Recorder::default();
         let output = runtime.block_on(Observed::new(future, Some(&mut recorder)));
         (output, recorder.finish())
@@ -518,13 +661,10 @@ mod tests {
     #[test]
     fn a_wait_after_an_unrecorded_poll_is_charged_once_to_its_own_bucket() {
         let _serial = serial();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let runtime = timer_runtime();
         // Only the first poll is recorded: the wait after the second one is
         // not attributable, and must be neither dropped nor multiplied.
-        let mut recorder = Recorder::timing_only();
+        let mut recorder = Recorder::with_policy(Policy::FirstPollOnly);
         let output = runtime.block_on(Observed::new(
             async {
                 waits_on_a_timer(10).await;
@@ -550,6 +690,74 @@ mod tests {
         assert_eq!(
             recording.totals.unrecorded.as_nanos(),
             u128::from(unrecorded)
+        );
+    }
+
+    #[test]
+    fn the_budget_earns_one_percent_of_the_elapsed_time() {
+        let t0 = Instant::now();
+        let mut budget = Budget::default();
+        budget.earn(t0);
+        assert!(budget.allows_recording());
+        // 1 ms earns 10 µs: a 4 µs recording fits, then a 7 µs one overdraws.
+        budget.earn(t0 + Duration::from_millis(1));
+        budget.pay(4_000);
+        assert!(budget.allows_recording());
+        budget.pay(7_000);
+        assert!(!budget.allows_recording());
+        // The 1 µs overdrawn is earned back in 0.1 ms.
+        budget.earn(t0 + Duration::from_micros(1_099));
+        assert!(!budget.allows_recording());
+        budget.earn(t0 + Duration::from_micros(1_101));
+        assert!(budget.allows_recording());
+    }
+
+    #[test]
+    fn the_budget_records_sparse_waits_and_stops_in_a_dense_stretch() {
+        let _serial = serial();
+        let runtime = timer_runtime();
+        let mut recorder = Recorder::default();
+        let output = runtime.block_on(Observed::new(
+            async {
+                // 40 waits of 4–5 ms: each earns 40 µs or more, several
+                // times what recording it costs in a debug build.
+                for _ in 0..40 {
+                    waits_on_a_timer(4).await;
+                }
+                // Timing these polls alone costs more than 1 % of their time.
+                for _ in 0..20_000 {
+                    tokio::task::yield_now().await;
+                }
+            },
+            Some(&mut recorder),
+        ));
+        assert!(output.is_ok());
+        // The recordings past the free ones cost at most what the budget
+        // earned (1 % of the elapsed time) and one recording more.
+        let (earned, paid) = (recorder.budget.earned_ns, recorder.budget.recordings_ns);
+        assert!(
+            paid <= earned + 100_000,
+            "{paid} ns paid, {earned} ns earned"
+        );
+        let recording = recorder.finish();
+        let totals = recording.totals;
+        // Every timer wait was recorded, charged to its leaf.
+        assert!(waiting_total(&recording) >= 160_000_000, "{recording:?}");
+        assert!(
+            totals.recorded_polls < totals.polls / 2,
+            "the budget let the dense stretch record: {totals:?}"
+        );
+        assert_eq!(
+            u64::try_from(totals.pending.as_nanos()).unwrap(),
+            waiting_total(&recording)
+                + u64::try_from(totals.unrecorded.as_nanos()).unwrap()
+                + recording
+                    .charges
+                    .iter()
+                    .filter(|(c, _)| *c == Charge::NoRegistration)
+                    .map(|(_, ns)| ns)
+                    .sum::<u64>(),
+            "{recording:?}"
         );
     }
 
@@ -598,10 +806,7 @@ mod tests {
     #[test]
     fn a_future_dropped_while_waiting_is_charged_up_to_the_drop() {
         let _serial = serial();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let runtime = timer_runtime();
         let mut recorder = Recorder::default();
         runtime.block_on(async {
             let slow = Observed::new(waits_on_a_timer(10_000), Some(&mut recorder));

@@ -189,23 +189,25 @@ pub(crate) fn wall_profile<'a>(
             "cpu: {sampled_inside} samples at {} Hz inside the invocation future, scaled to the polling time",
             timing.hz
         ),
-        if totals.max_stride > 1 {
+        if totals.recorded_polls < totals.polls {
             format!(
-                "probe: recorded {} of {} polls ({:.3}ms); past {} polls and its {}% budget it recorded 1 poll in up to {}; the {:.3}ms of waits after the others are under [waiting, not recorded: probe budget]",
+                "probe: recorded {} of {} polls (the probe cost {:.3}ms as its budget counts it, recording {:.3}ms); past {} polls it records a poll only while its cost stays under {}% of the elapsed time, and not within {}µs of the previous poll; the {:.3}ms of waits after the others are under [waiting, not recorded: probe budget]",
                 totals.recorded_polls,
                 totals.polls,
-                ms(totals.capture),
+                ms(totals.probe_cost()),
+                ms(totals.recording),
                 crate::wall::FREE_RECORDINGS,
                 crate::wall::PROBE_BUDGET_PERCENT,
-                totals.max_stride,
+                crate::wall::DENSE_POLLS.as_micros(),
                 ms(totals.unrecorded)
             )
         } else {
             format!(
-                "probe: recorded {} of {} polls ({:.3}ms)",
+                "probe: recorded {} of {} polls (the probe cost {:.3}ms as its budget counts it, recording {:.3}ms)",
                 totals.recorded_polls,
                 totals.polls,
-                ms(totals.capture)
+                ms(totals.probe_cost()),
+                ms(totals.recording)
             )
         },
         format!(

@@ -76,6 +76,16 @@ impl Registration {
     }
 }
 
+/// Buffers a recorder hands from one poll to the next, so that a recorded
+/// poll allocates nothing once they have grown.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    /// What the clones of the poll recorded; handed in empty.
+    pub(crate) registrations: Vec<Registration>,
+    /// Empty stack vectors for the clones to record into.
+    pub(crate) stacks: Vec<Vec<u64>>,
+}
+
 /// What one probed poll collected.
 #[derive(Debug, Default)]
 pub(crate) struct PollLog {
@@ -84,8 +94,9 @@ pub(crate) struct PollLog {
     /// [`poll`]'s own frame pointer (0 without the frame-pointer unwinder):
     /// a frame-pointer walk has reached the root when it finds this value.
     root_fp: usize,
-    pub(crate) registrations: Vec<Registration>,
-    /// Time spent recording stacks, for the probe budget.
+    pub(crate) buffers: Buffers,
+    /// Time spent in the probe's clones (handles and stacks), for the probe
+    /// budget.
     pub(crate) capture_ns: u64,
     /// Captures the frame-pointer walk handed to the DWARF unwinder.
     pub(crate) fp_fallbacks: u64,
@@ -128,29 +139,33 @@ macro_rules! frame_address {
 
 /// The probe waker a wrapper hands to the future it polls, wrapping the
 /// task's real waker.
+/// Kept across polls while the task's waker stays the same, so a recorded
+/// poll does not pay for a new one.
 pub(crate) struct Root {
-    handle: Arc<Handle>,
+    waker: Waker,
 }
 
 impl Root {
     pub(crate) fn new(real: &Waker) -> Root {
-        Root {
-            handle: Arc::new(Handle {
-                inner: real.clone(),
-            }),
-        }
+        let data = Arc::into_raw(Arc::new(Handle {
+            inner: real.clone(),
+        }));
+        // SAFETY: `data` is an owned `Arc<Handle>` turned raw, which is what
+        // every function of VTABLE expects and releases exactly once.
+        let waker = unsafe { Waker::from_raw(RawWaker::new(data.cast(), &VTABLE)) };
+        Root { waker }
     }
 
     /// Whether this probe forwards to `real` (so it can be reused).
     pub(crate) fn wraps(&self, real: &Waker) -> bool {
-        self.handle.inner.will_wake(real)
+        // SAFETY: the data of a waker made by `new` is a live raw
+        // `Arc<Handle>`, borrowed here while `self` holds it.
+        let handle = unsafe { &*self.waker.data().cast::<Handle>() };
+        handle.inner.will_wake(real)
     }
 
-    pub(crate) fn waker(&self) -> Waker {
-        let data = Arc::into_raw(Arc::clone(&self.handle));
-        // SAFETY: `data` is an owned `Arc<Handle>` turned raw, which is what
-        // every function of VTABLE expects and releases exactly once.
-        unsafe { Waker::from_raw(RawWaker::new(data.cast(), &VTABLE)) }
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
     }
 }
 
@@ -160,11 +175,7 @@ impl Root {
 /// their stacks into the returned log. Nested polls save and restore the
 /// outer one's state.
 #[inline(never)]
-pub(crate) fn poll<T>(
-    capture: bool,
-    registrations: Vec<Registration>,
-    poll: impl FnOnce() -> T,
-) -> (T, PollLog) {
+pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T) -> (T, PollLog) {
     let mark = 0_u8;
     // The mark must live in this frame's memory, not in a register.
     let root = std::hint::black_box(&mark) as *const u8 as usize;
@@ -180,7 +191,7 @@ pub(crate) fn poll<T>(
         return (
             output,
             PollLog {
-                registrations,
+                buffers,
                 ..PollLog::default()
             },
         );
@@ -188,7 +199,7 @@ pub(crate) fn poll<T>(
     let log = PollLog {
         root,
         root_fp: frame_address!(),
-        registrations,
+        buffers,
         capture_ns: 0,
         fp_fallbacks: 0,
     };
@@ -240,13 +251,10 @@ unsafe fn clone_probe(data: *const ()) -> RawWaker {
         mark: std::hint::black_box(&mark) as *const u8 as usize,
         fp: frame_address!(),
     };
-    // SAFETY: `data` is a raw `Arc<Handle>` (see `Root::waker` and below);
+    // SAFETY: `data` is a raw `Arc<Handle>` (see `Root::new` and below);
     // ManuallyDrop borrows it without releasing the caller's reference.
     let this = ManuallyDrop::new(unsafe { Arc::from_raw(data.cast::<Handle>()) });
-    let fresh = Arc::new(Handle {
-        inner: this.inner.clone(),
-    });
-    record(&fresh, start);
+    let fresh = fresh_handle(&this.inner, start);
     RawWaker::new(Arc::into_raw(fresh).cast(), &VTABLE)
 }
 
@@ -270,28 +278,39 @@ unsafe fn drop_probe(data: *const ()) {
     drop(unsafe { Arc::from_raw(data.cast::<Handle>()) });
 }
 
-fn record(fresh: &Arc<Handle>, start: Start) {
+/// A new handle forwarding to `inner`. In a capturing poll on this thread it
+/// also records the caller's stack, and adds the time the whole clone took
+/// (the handle too, not only the unwind) to the log for the probe budget.
+fn fresh_handle(inner: &Waker, start: Start) -> Arc<Handle> {
+    let new = || {
+        Arc::new(Handle {
+            inner: inner.clone(),
+        })
+    };
     // `try_with`/`try_borrow_mut`: a clone during thread teardown or from
     // inside a capture must not panic; it records nothing.
-    let _ = CURRENT.try_with(|current| {
-        let Ok(mut current) = current.try_borrow_mut() else {
-            return;
-        };
-        let Some(log) = current.as_mut() else {
-            return;
-        };
+    let recorded = CURRENT.try_with(|current| {
+        let mut current = current.try_borrow_mut().ok()?;
+        let log = current.as_mut()?;
         let started = Instant::now();
-        let mut stack = Vec::with_capacity(24);
+        let fresh = new();
+        let mut stack = log
+            .buffers
+            .stacks
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(24));
         let reached_root = capture(start, log, &mut stack);
+        log.buffers.registrations.push(Registration {
+            stack,
+            reached_root,
+            handle: Arc::downgrade(&fresh),
+        });
         log.capture_ns = log
             .capture_ns
             .saturating_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        log.registrations.push(Registration {
-            stack,
-            reached_root,
-            handle: Arc::downgrade(fresh),
-        });
+        Some(fresh)
     });
+    recorded.ok().flatten().unwrap_or_else(new)
 }
 
 /// Where a capture starts: in [`clone_probe`]'s frame.
