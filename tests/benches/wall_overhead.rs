@@ -15,12 +15,15 @@
 //! reference handler in `../shared/docs/wall-clock.md` that set issue 8's
 //! targets). Each on a current-thread runtime and on tokio's multi-thread
 //! one with 2 workers, as lambda_runtime's tokio main has on a 2-vCPU
-//! function. 41 rounds of the three variants,
-//! back to back; the figure is the median over rounds of each variant's
-//! time divided by the unprofiled time of the same round (neighbouring runs
-//! share the machine's load), with the median latencies beside it. The
-//! latency is the handler's own (what the caller waits for); building the
-//! profile afterwards is P4's row in `docs/performance.md`.
+//! function. 41 rounds of the variants (unprofiled, `cpu` mode, `wall`
+//! mode, `wall` with polls only timed and with every poll recorded, and in a
+//! frame-pointer build `wall` with the walk off), back to back in an order
+//! rotated each round; the figure is the median over rounds of each
+//! variant's time divided by the unprofiled time of the same round
+//! (neighbouring runs share the machine's load), with the median latencies
+//! beside it, and the extra CPU time of the thread that polls the handler.
+//! The latency is the handler's own (what the caller waits for); building
+//! the profile afterwards is P4's row in `docs/performance.md`.
 //!
 //! The probe's unwinder is the DWARF one unless xrayprofile was built with
 //! frame pointers; the output's first line says which. For the frame-pointer
@@ -301,55 +304,68 @@ fn measure(name: &str, runtime: tokio::runtime::Runtime, delay: Duration) {
         let mut dwarf_comments = String::new();
         let mut sizes = Vec::new();
         let mut comments = String::new();
-        for _ in 0..RUNS {
-            if frame_pointers {
-                bench::use_frame_pointers(false);
-                let profile = Profiling::start().unwrap();
-                let ((out, cpu), took, encoded) =
-                    profile.wall(chatty_cpu(port)).await.unwrap();
-                bench::use_frame_pointers(true);
-                std::hint::black_box(out);
-                profiled_dwarf.push((took, cpu));
-                if dwarf_comments.is_empty() {
-                    dwarf_comments = probe_comment(&encoded.gzipped);
+        // Six variants a round, their order rotated from round to round so
+        // that none always follows the slowest (the multi-thread rows moved
+        // by several % with a fixed order).
+        for round in 0..RUNS {
+            for slot in 0..6 {
+                match (round + slot) % 6 {
+                    0 if frame_pointers => {
+                        bench::use_frame_pointers(false);
+                        let profile = Profiling::start().unwrap();
+                        let ((out, cpu), took, encoded) =
+                            profile.wall(chatty_cpu(port)).await.unwrap();
+                        bench::use_frame_pointers(true);
+                        std::hint::black_box(out);
+                        profiled_dwarf.push((took, cpu));
+                        if dwarf_comments.is_empty() {
+                            dwarf_comments = probe_comment(&encoded.gzipped);
+                        }
+                    }
+                    0 => {}
+                    1 => {
+                        let started = Instant::now();
+                        let (out, cpu) = chatty_cpu(port).await;
+                        plain.push((started.elapsed(), cpu));
+                        std::hint::black_box(out);
+                    }
+                    2 => {
+                        let profile = Profiling::start().unwrap();
+                        let started = Instant::now();
+                        let (out, cpu) = chatty_cpu(port).await;
+                        cpu_only.push((started.elapsed(), cpu));
+                        std::hint::black_box(out);
+                        drop(profile.finish());
+                    }
+                    variant @ (3 | 4) => {
+                        let (recording, rounds) = if variant == 3 {
+                            (Recording::TimingOnly, &mut timing_only)
+                        } else {
+                            (Recording::EveryPoll, &mut every_poll)
+                        };
+                        let profile = Profiling::start().unwrap();
+                        let ((out, cpu), took, encoded) = profile
+                            .wall_recording(recording, chatty_cpu(port))
+                            .await
+                            .unwrap();
+                        std::hint::black_box(out);
+                        rounds.push((took, cpu));
+                        if recording == Recording::EveryPoll {
+                            every_poll_counted.extend(counted_per_recorded_poll(&encoded.gzipped));
+                        }
+                    }
+                    _ => {
+                        let profile = Profiling::start().unwrap();
+                        let ((out, cpu), took, encoded) =
+                            profile.wall(chatty_cpu(port)).await.unwrap();
+                        std::hint::black_box(out);
+                        profiled.push((took, cpu));
+                        sizes.push(encoded.gzipped.len());
+                        if comments.is_empty() {
+                            comments = probe_comment(&encoded.gzipped);
+                        }
+                    }
                 }
-            }
-
-            let started = Instant::now();
-            let (out, cpu) = chatty_cpu(port).await;
-            plain.push((started.elapsed(), cpu));
-            std::hint::black_box(out);
-
-            let profile = Profiling::start().unwrap();
-            let started = Instant::now();
-            let (out, cpu) = chatty_cpu(port).await;
-            cpu_only.push((started.elapsed(), cpu));
-            std::hint::black_box(out);
-            drop(profile.finish());
-
-            for (recording, rounds) in [
-                (Recording::TimingOnly, &mut timing_only),
-                (Recording::EveryPoll, &mut every_poll),
-            ] {
-                let profile = Profiling::start().unwrap();
-                let ((out, cpu), took, encoded) = profile
-                    .wall_recording(recording, chatty_cpu(port))
-                    .await
-                    .unwrap();
-                std::hint::black_box(out);
-                rounds.push((took, cpu));
-                if recording == Recording::EveryPoll {
-                    every_poll_counted.extend(counted_per_recorded_poll(&encoded.gzipped));
-                }
-            }
-
-            let profile = Profiling::start().unwrap();
-            let ((out, cpu), took, encoded) = profile.wall(chatty_cpu(port)).await.unwrap();
-            std::hint::black_box(out);
-            profiled.push((took, cpu));
-            sizes.push(encoded.gzipped.len());
-            if comments.is_empty() {
-                comments = probe_comment(&encoded.gzipped);
             }
         }
         let plain_latency = median(plain.iter().map(|&(took, _)| took).collect());
