@@ -42,7 +42,8 @@ pub(crate) const FREE_RECORDINGS: u64 = 32;
 /// time its own clock reads. Measured with `cargo bench -p xrayprofile-tests
 /// --bench wall_overhead` as the CPU the handler's thread spends more when
 /// polls are only timed: 100–160 ns per poll of a yield or an mpsc round
-/// trip, 140–240 ns per poll of the chatty handler (`docs/performance.md`).
+/// trip, 140–290 ns per poll of the chatty handler, more on a busy machine
+/// (`docs/performance.md`).
 pub(crate) const TIMED_POLL_NS: u64 = 200;
 /// What each registration of a recorded poll costs beyond what the probe
 /// times (the clone, the unwind and the interning): the release of the

@@ -138,9 +138,8 @@ macro_rules! frame_address {
 }
 
 /// The probe waker a wrapper hands to the future it polls, wrapping the
-/// task's real waker.
-/// Kept across polls while the task's waker stays the same, so a recorded
-/// poll does not pay for a new one.
+/// task's real waker. Kept across polls while the task's waker stays the
+/// same, so a recorded poll does not pay for a new one.
 pub(crate) struct Root {
     waker: Waker,
 }
