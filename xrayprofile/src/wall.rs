@@ -94,7 +94,6 @@ pub(crate) enum Charge {
 #[derive(Default)]
 pub(crate) struct Recorder {
     started: Option<Instant>,
-    last_poll_start: Option<Instant>,
     last_poll_end: Option<Instant>,
     root: Option<probe::Root>,
     stacks: Vec<Vec<u64>>,
@@ -140,17 +139,21 @@ struct Budget {
 }
 
 impl Budget {
-    fn earn(&mut self, now: Instant) {
-        if let Some(since) = self.earned_until {
-            let earned = nanos(now.saturating_duration_since(since))
-                .saturating_mul(PROBE_BUDGET_PERCENT)
-                / 100;
+    /// Earns for the time since the last call (the previous poll's start),
+    /// and returns that time.
+    fn earn(&mut self, now: Instant) -> Option<Duration> {
+        let since = self
+            .earned_until
+            .replace(now)
+            .map(|then| now.saturating_duration_since(then));
+        if let Some(since) = since {
+            let earned = nanos(since).saturating_mul(PROBE_BUDGET_PERCENT) / 100;
             self.balance_ns = self
                 .balance_ns
                 .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX));
             self.earned_ns = self.earned_ns.saturating_add(earned);
         }
-        self.earned_until = Some(now);
+        since
     }
 
     fn pay(&mut self, ns: u64) {
@@ -313,12 +316,9 @@ impl Recorder {
             self.totals.pending += gap;
             self.charge_wait(gap);
         }
-        self.budget.earn(start);
+        let since_last_poll = self.budget.earn(start);
         let free = self.totals.recorded_polls < FREE_RECORDINGS;
-        let dense = self
-            .last_poll_start
-            .replace(start)
-            .is_some_and(|last| start.saturating_duration_since(last) < DENSE_POLLS);
+        let dense = since_last_poll.is_some_and(|since| since < DENSE_POLLS);
         let record = match self.policy {
             Policy::Budgeted => free || (!dense && self.budget.allows_recording()),
             Policy::EveryPoll => true,
