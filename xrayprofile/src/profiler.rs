@@ -297,11 +297,20 @@ pub(crate) fn spin_in_named_leaf(duration: std::time::Duration) -> u64 {
 #[cfg(test)]
 pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Takes [`SERIAL`]; a test that panicked while holding it does not stop
+/// the others.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use super::{SERIAL, spin_in_named_leaf};
+    use super::{serial, spin_in_named_leaf};
 
     /// Each sample's function names, leaf first (inlined functions included),
     /// and its count.
@@ -329,9 +338,7 @@ mod tests {
 
     #[test]
     fn a_busy_named_function_is_at_the_leaf_of_most_samples() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         // Cold: a warm-up thread would compete with the spin for the CPU.
         let profile = ActiveProfile::start_cold().unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(300));
@@ -488,9 +495,7 @@ mod tests {
     /// none is handed to an idle thread.
     #[test]
     fn samples_follow_the_busy_thread_under_cpu_contention() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         wait_for_warm_ups();
         let (burned, expected, busy, idle, all) = profile_a_burn_under_contention();
         assert!(
@@ -506,9 +511,7 @@ mod tests {
     /// none, as it sometimes does under contention).
     #[test]
     fn the_ticker_alone_counts_every_period() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         wait_for_warm_ups();
         /// Turns the kernel timers back on even if the profile panics, so
         /// the tests after this one get them.
@@ -543,9 +546,7 @@ mod tests {
 
     #[test]
     fn an_excluded_thread_burning_cpu_leaves_no_samples() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         wait_for_warm_ups();
         let profile = ActiveProfile::start_cold().unwrap();
         let excluded = std::thread::spawn(|| {
@@ -567,9 +568,7 @@ mod tests {
 
     #[test]
     fn the_symbol_warm_up_runs_and_is_not_in_the_profile() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         wait_for_warm_ups();
         warm::forget_cache();
         let profile = ActiveProfile::start().unwrap();
@@ -591,9 +590,7 @@ mod tests {
 
     #[test]
     fn start_while_running_is_busy_and_drop_stops_the_timer() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         let first = ActiveProfile::start_cold().unwrap();
         assert!(
             eventually(|| signal::ticker_timers() > 0),
@@ -626,9 +623,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_drops_and_counts_samples() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serial = serial();
         wait_for_warm_ups();
         let sampler = signal::start(FREQUENCY_HZ, 2).unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(200));

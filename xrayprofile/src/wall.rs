@@ -558,12 +558,12 @@ impl<F: Future> Future for Observed<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profiler::{ActiveProfile, Detail, SERIAL};
+    use crate::profiler::{ActiveProfile, Detail, serial};
     use pprof::protos::Profile;
     use std::future::poll_fn;
 
     /// Polls `future` to completion on a current-thread runtime through a
-    /// recorder, as the wrapper does. The caller holds [`SERIAL`]: a probed
+    /// recorder, as the wrapper does. The caller holds [`serial`]: a probed
     /// poll marks its thread for the sampler, which would count another
     /// test's polls as inside the profiled invocation.
     /// A current-thread runtime with timers, as the tests' handlers need.
@@ -603,12 +603,6 @@ mod tests {
     #[inline(never)]
     async fn waits_on_a_timer(ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[test]

@@ -853,9 +853,7 @@ pub(super) mod tests {
 
         #[test]
         fn frame_pointer_stacks_are_the_dwarf_stacks() {
-            let _serial = crate::profiler::SERIAL
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _serial = crate::profiler::serial();
             assert!(frame_pointers(), "the build has the frame-pointer unwinder");
             let fallbacks_before = fp_counts().fallbacks;
             let runtime = tokio::runtime::Builder::new_current_thread()
