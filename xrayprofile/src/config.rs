@@ -157,7 +157,7 @@ impl Overrides {
             for problem in &problems {
                 tracing::warn!(
                     var = problem.var,
-                    value = ?crate::trace::truncate_for_log(&problem.value),
+                    value = ?crate::untrusted::truncate_for_log(&problem.value),
                     "ignoring invalid {}, the attribute's value or the default applies; {}",
                     problem.var,
                     problem.fix,

@@ -139,7 +139,7 @@ impl ProfileLayer {
             None => self.bucket = Some(bucket),
             Some(problem) => self.problems.push(format!(
                 "bucket {:?} is ignored: an S3 bucket name {problem}",
-                crate::trace::truncate_for_log(&bucket)
+                crate::untrusted::truncate_for_log(&bucket)
             )),
         }
         self
@@ -154,7 +154,7 @@ impl ProfileLayer {
             None => self.prefix = Some(prefix),
             Some(problem) => self.problems.push(format!(
                 "prefix {:?} is ignored: it {problem}; use a key prefix such as `profiles/`",
-                crate::trace::truncate_for_log(&prefix)
+                crate::untrusted::truncate_for_log(&prefix)
             )),
         }
         self

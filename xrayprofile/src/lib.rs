@@ -53,7 +53,7 @@
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
-// Only `profiler::signal` (the SIGPROF handler) and `wall::probe` (the probe
+// Only `sampler` (the SIGPROF handler) and `wall::probe` (the probe
 // waker's vtable and signal mask) may use `unsafe`.
 #![deny(unsafe_code)]
 // Nothing in this crate may panic on input: it runs inside users' invocations.
@@ -67,22 +67,42 @@
     )
 )]
 
+// The module map, with what each uses, is at the top of docs/design.md.
 mod bench_support;
 mod config;
 mod deferred;
+mod destination;
+mod handler;
 mod invocation;
 mod layer;
 mod limit;
+mod object_key;
 mod pprof_file;
 mod profiler;
+mod report;
 mod runtime;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod sampler;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+#[path = "sampler/unsupported.rs"]
+mod sampler;
 mod sampling;
+mod symbolize;
+#[cfg(test)]
+mod test_support;
 mod trace;
+mod untrusted;
 mod upload;
 mod wall;
 
 pub use config::Mode;
-pub use invocation::Invocation;
+pub use handler::Invocation;
 pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
 
@@ -97,7 +117,8 @@ pub use xrayprofile_macros::xrayprofile;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::Mode;
-    pub use crate::invocation::{HandlerOutput, Site, Wrapper};
+    pub use crate::handler::HandlerOutput;
+    pub use crate::invocation::{Site, Wrapper};
     pub use core::option::Option;
 
     /// For the crate's benchmarks only.

@@ -183,7 +183,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
         // clone can happen; only the CPU samples need the mark.
         let restore = Restore {
             outer: None,
-            outer_root: crate::profiler::set_poll_root(root),
+            outer_root: crate::sampler::set_poll_root(root),
         };
         let output = poll();
         drop(restore);
@@ -203,7 +203,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
         fp_fallbacks: 0,
     };
     let outer = CURRENT.with(|current| current.replace(Some(log)));
-    let outer_root = crate::profiler::set_poll_root(root);
+    let outer_root = crate::sampler::set_poll_root(root);
     // Restores the thread's state even if `poll` unwinds.
     let restore = Restore {
         outer: Some(outer),
@@ -226,7 +226,7 @@ impl Restore {
     }
 
     fn swap_back(&mut self) -> Option<PollLog> {
-        crate::profiler::set_poll_root(self.outer_root);
+        crate::sampler::set_poll_root(self.outer_root);
         let outer = self.outer.take()?;
         CURRENT
             .try_with(|current| current.replace(outer))
@@ -853,7 +853,7 @@ pub(super) mod tests {
 
         #[test]
         fn frame_pointer_stacks_are_the_dwarf_stacks() {
-            let _serial = crate::profiler::serial();
+            let _serial = crate::test_support::serial();
             assert!(frame_pointers(), "the build has the frame-pointer unwinder");
             let fallbacks_before = fp_counts().fallbacks;
             let runtime = tokio::runtime::Builder::new_current_thread()
