@@ -255,7 +255,7 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         key: ObjectKey::new(settings.prefix, &root, &request_id),
         function_name: ctx.env_config.function_name.clone(),
         function_version: ctx.env_config.version.clone(),
-        deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
+        deadline: crate::deadline::plausible(ctx.deadline, SystemTime::now()),
         destination,
         detail: if settings.symbolize {
             Detail::Names

@@ -70,6 +70,7 @@
 // The module map, with what each uses, is at the top of docs/design.md.
 mod bench_support;
 mod config;
+mod deadline;
 mod deferred;
 mod destination;
 mod handler;

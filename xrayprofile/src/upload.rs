@@ -34,6 +34,13 @@ pub(crate) enum UploadError {
 impl fmt::Display for UploadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // At the cap the deadline did not bind (it is far, or unknown
+            // under an emulator): a longer timeout would not help.
+            UploadError::TimedOut(budget) if *budget >= MAX_UPLOAD_TIME => write!(
+                f,
+                "the upload did not finish within its {} ms budget, the most an upload may take; check the network path to S3",
+                budget.as_millis()
+            ),
             UploadError::TimedOut(budget) => write!(
                 f,
                 "the upload did not finish within its {} ms budget before the invocation deadline; raise the function timeout or check the network path to S3",
@@ -370,5 +377,26 @@ mod s3 {
             _ => "check the network path to S3 and AWS_ENDPOINT_URL_S3 if set".to_owned(),
         };
         UploadError::S3 { message, hint }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_advises_a_longer_function_timeout_only_when_the_deadline_bound_it() {
+        let unknown_deadline = UploadError::TimedOut(budget(None)).to_string();
+        assert!(
+            !unknown_deadline.contains("function timeout"),
+            "{unknown_deadline}"
+        );
+        assert!(
+            unknown_deadline.contains("network path to S3"),
+            "{unknown_deadline}"
+        );
+        let near = SystemTime::now() + DEADLINE_MARGIN + Duration::from_secs(1);
+        let bound = UploadError::TimedOut(budget(Some(near))).to_string();
+        assert!(bound.contains("raise the function timeout"), "{bound}");
     }
 }
