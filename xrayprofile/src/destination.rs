@@ -54,10 +54,18 @@ pub(crate) fn resolve(ctx: &Context, settings: &Settings<'static>) -> Option<Des
         return Some(Destination::Dir(dir));
     }
     let Some(account) = account_id(&ctx.invoked_function_arn) else {
-        tracing::warn!(
-            function_arn = ?untrusted::truncate_for_log(&ctx.invoked_function_arn),
-            "not profiled: the function ARN has no account ID, so the bucket owner cannot be checked; for local runs set XRAYPROFILE_OUTPUT_DIR"
-        );
+        // Lambda always sends an ARN with the account; an emulator sends one
+        // with every invocation, so say it once.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let function_arn = untrusted::truncate_for_log(&ctx.invoked_function_arn);
+        if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(request_id = %ctx.request_id, ?function_arn, "not profiled: the function ARN has no account ID");
+        } else {
+            tracing::warn!(
+                ?function_arn,
+                "not profiled: the function ARN {function_arn:?} has no account ID, which S3 uploads need for the ExpectedBucketOwner check (and, without XRAYPROFILE_S3_BUCKET, for the default bucket name); Runtime API emulators send such ARNs: set XRAYPROFILE_OUTPUT_DIR to write profiles to local files (logged once)"
+            );
+        }
         return None;
     };
     let bucket = match (settings.bucket, settings.region) {

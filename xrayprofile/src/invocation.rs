@@ -222,8 +222,16 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
     // value (and removes it when there is none), so reading the variable
     // would cost an env lock and `getenv` on every untraced invocation for
     // nothing (P1 in docs/performance.md).
-    let Some(header) = ctx.xray_trace_id.as_deref() else {
-        tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+    let Some(header) = ctx.xray_trace_id.as_deref().filter(|h| !h.is_empty()) else {
+        // Said once at info: without trace headers nothing is ever profiled,
+        // which is what SAM's `sam local invoke` (the Runtime Interface
+        // Emulator) gives unless the request carries one.
+        static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+        } else {
+            tracing::info!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header; turn on active tracing for the function, or when invoking locally through the Runtime Interface Emulator (sam local) send an `X-Amzn-Trace-Id: Root=1-...` header (logged once; later invocations at debug)");
+        }
         return None;
     };
     let root = match TraceRoot::from_header(header) {
