@@ -1,0 +1,936 @@
+//! One compilation unit, read for a sorted batch of its addresses: its DIEs
+//! (which function, and which functions inlined into it, hold each address),
+//! its line program run once for all of them, strings read where referenced.
+//! Everything read is dropped when [`frames`] returns.
+
+use std::collections::HashMap;
+use std::io;
+use std::rc::Rc;
+
+use gimli::constants as dw;
+use gimli::{
+    AttributeValue, DebugAbbrev, DebugAbbrevOffset, DebugAddr, DebugAddrBase, DebugInfo, DebugLine,
+    DebugLineOffset, DebugRanges, DebugRngLists, DebuggingInformationEntry, EndianSlice,
+    RangeLists, RangeListsOffset, RunTimeEndian, UnitHeader, UnitOffset,
+};
+
+use super::elf::{Elf, Section};
+use super::{Budget, Frame, MAX_NAME};
+
+type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// First read of an abbreviation table; doubled until it parses.
+const ABBREV_WINDOW: u64 = 4 * 1024;
+/// First read of a range list (most hold a few 16-byte pairs).
+const RANGES_WINDOW: u64 = 256;
+/// Unit headers walked to find the unit a reference lands in.
+const MAX_HEADER_STEPS: u32 = 256;
+/// Bytes read at a DIE of another unit (one DIE's attributes).
+const DIE_WINDOW: u64 = 512;
+/// How far `dw::DW_AT_abstract_origin`/`dw::DW_AT_specification` chains are followed.
+const NAME_DEPTH: u8 = 4;
+/// Parsed abbreviations and line-program headers take about this many
+/// times their bytes on the heap.
+const PARSED_FACTOR: u64 = 4;
+
+/// Why a unit gave no frames.
+#[derive(Debug)]
+pub(super) enum Skipped {
+    /// Reading it would have taken the budget past its limit; `needed` bytes.
+    Budget { needed: u64 },
+    /// The file could not be read.
+    Io(io::Error),
+    /// The unit's DWARF is malformed or uses forms the reader does not.
+    Dwarf(gimli::Error),
+}
+
+impl From<io::Error> for Skipped {
+    fn from(e: io::Error) -> Skipped {
+        Skipped::Io(e)
+    }
+}
+
+impl From<gimli::Error> for Skipped {
+    fn from(e: gimli::Error) -> Skipped {
+        Skipped::Dwarf(e)
+    }
+}
+
+/// A function, or a function inlined into it, holding an address.
+#[derive(Debug, Clone, Copy)]
+struct Scope {
+    die: UnitOffset<usize>,
+    /// Where the next (inner) scope was inlined, if it is.
+    call_file: u64,
+    call_line: u32,
+    /// The scope's lowest address (to match it with a symbol).
+    low: u64,
+}
+
+/// A DIE of this unit, or of another one by its `.debug_info` offset.
+#[derive(Debug, Clone, Copy)]
+enum Die {
+    Local(UnitOffset<usize>),
+    Foreign(u64),
+}
+
+/// What a DIE's own attributes say about its name.
+enum Named {
+    Found(Name),
+    /// Its `DW_AT_name`, if any, and the DIE to look at next.
+    Short(Option<String>, Option<Die>),
+}
+
+/// What the reader needs of another unit's header.
+struct ForeignHeader {
+    encoding: gimli::Encoding,
+    abbrev_offset: u64,
+    header_size: usize,
+    /// The unit's length, its length field included.
+    total: u64,
+}
+
+impl ForeignHeader {
+    /// Parses the first bytes of a unit (DWARF 2-5, compile units).
+    fn parse(bytes: &[u8], endian: RunTimeEndian) -> Option<ForeignHeader> {
+        let word = |at: usize, n: usize| uint(bytes, at, n, endian);
+        let (format, length, at) = match word(0, 4)? {
+            0xffff_ffff => (gimli::Format::Dwarf64, word(4, 8)?, 12),
+            length => (gimli::Format::Dwarf32, length, 4),
+        };
+        let offset_size = usize::from(format.word_size());
+        let version = u16::try_from(word(at, 2)?).ok()?;
+        let (address_size, abbrev_offset, header_size) = if version >= 5 {
+            // unit_type, address_size, debug_abbrev_offset
+            (
+                word(at + 3, 1)?,
+                word(at + 4, offset_size)?,
+                at + 4 + offset_size,
+            )
+        } else {
+            // debug_abbrev_offset, address_size
+            (
+                word(at + 2 + offset_size, 1)?,
+                word(at + 2, offset_size)?,
+                at + 3 + offset_size,
+            )
+        };
+        Some(ForeignHeader {
+            encoding: gimli::Encoding {
+                format,
+                version,
+                address_size: u8::try_from(address_size).ok()?,
+            },
+            abbrev_offset,
+            header_size,
+            total: length.saturating_add(at as u64),
+        })
+    }
+}
+
+/// A function's name as the DWARF gives it.
+#[derive(Debug, Clone)]
+pub(super) struct Name {
+    /// The linkage name (mangled) or else the plain `dw::DW_AT_name`.
+    pub(super) raw: String,
+    /// Whether `raw` is a linkage name (full path) rather than a short name.
+    pub(super) linkage: bool,
+}
+
+/// What a unit says about one address, innermost frame first.
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    pub(super) frames: Vec<Frame>,
+    /// Whether the outermost frame's name is a linkage name.
+    pub(super) outer_is_linkage: bool,
+    /// The outermost function's lowest address; `None` when no function
+    /// DIE holds the address (line rows only).
+    pub(super) outer_low: Option<u64>,
+}
+
+/// The bytes of one unit and what its DIEs refer to.
+struct Unit<'a> {
+    elf: &'a Elf,
+    header: UnitHeader<Slice<'a>>,
+    abbrevs: gimli::Abbreviations,
+    str_offsets_base: u64,
+    addr_base: u64,
+    rnglists_base: u64,
+    base_address: u64,
+    /// This unit's `.debug_info` offset (its header, parsed from a buffer of
+    /// its own, says 0).
+    start: u64,
+    /// Every unit's `.debug_info` offset, sorted: where a reference into
+    /// another unit (`DW_FORM_ref_addr`, cross-unit inlining) lands.
+    starts: &'a [u64],
+    /// Abbreviation tables of the other units such references reached, by
+    /// their unit's offset, and what they count against the budget.
+    foreign: HashMap<u64, Rc<gimli::Abbreviations>>,
+    foreign_cost: u64,
+}
+
+/// Reads `len` bytes of `section` at `offset`, doubling the read from
+/// `first` until `parse` stops running out of input. Each window is counted
+/// in `budget` (times `factor`) while it is parsed; returns the value and
+/// the window's length.
+fn windowed<T>(
+    elf: &Elf,
+    section: Section,
+    offset: u64,
+    first: u64,
+    budget: &mut Budget,
+    factor: u64,
+    mut parse: impl FnMut(&[u8]) -> gimli::Result<T>,
+) -> Result<(T, u64), Skipped> {
+    let mut len = first;
+    loop {
+        let needed = len.saturating_mul(factor);
+        if !budget.reserve(needed) {
+            return Err(Skipped::Budget { needed });
+        }
+        let bytes = elf.read(section, offset, len);
+        let result = bytes.map(|bytes| (bytes.len() as u64, parse(&bytes)));
+        budget.release(needed);
+        match result? {
+            (read, Ok(value)) => return Ok((value, read)),
+            (read, Err(gimli::Error::UnexpectedEof(_))) if read == len => {
+                len = len.saturating_mul(2);
+            }
+            (_, Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// The abbreviation table at the start of `window`. gimli takes a table cut
+/// short at an entry's end for a whole one (it forgives a missing
+/// terminator), so the terminator is looked for first: without it the
+/// window is too short.
+fn abbreviations(window: &[u8], endian: RunTimeEndian) -> gimli::Result<gimli::Abbreviations> {
+    let Some(len) = abbrev_table_len(window) else {
+        return Err(gimli::Error::UnexpectedEof(gimli::ReaderOffsetId(0)));
+    };
+    let table = window.get(..len).unwrap_or(window);
+    DebugAbbrev::new(table, endian).abbreviations(DebugAbbrevOffset(0))
+}
+
+/// The length of the abbreviation table at the start of `bytes`, up to and
+/// including its terminating 0 code; `None` if `bytes` ends first.
+fn abbrev_table_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    let uleb = |at: &mut usize| -> Option<u64> {
+        let mut value = 0_u64;
+        let mut shift = 0_u32;
+        loop {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+    };
+    loop {
+        if uleb(&mut at)? == 0 {
+            return Some(at);
+        }
+        uleb(&mut at)?; // tag
+        at += 1; // children
+        loop {
+            let name = uleb(&mut at)?;
+            let form = uleb(&mut at)?;
+            if form == u64::from(dw::DW_FORM_implicit_const.0) {
+                uleb(&mut at)?; // its value (SLEB128 has the same byte framing)
+            }
+            if name == 0 && form == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// The length of the initial-length-prefixed record at `offset`.
+fn record_len(elf: &Elf, section: Section, offset: u64) -> Result<u64, Skipped> {
+    let prefix = elf.read(section, offset, 12)?;
+    let word = |at: usize, n: usize| uint(&prefix, at, n, elf.endian);
+    match word(0, 4) {
+        Some(0xffff_ffff) => Ok(word(4, 8).unwrap_or(0).saturating_add(12)),
+        Some(len) => Ok(len.saturating_add(4)),
+        None => Err(Skipped::Dwarf(gimli::Error::UnexpectedEof(
+            gimli::ReaderOffsetId(0),
+        ))),
+    }
+}
+
+/// The unsigned `n`-byte (at most 8) integer at `at` in `bytes`.
+fn uint(bytes: &[u8], at: usize, n: usize, endian: RunTimeEndian) -> Option<u64> {
+    let bytes = bytes.get(at..at.checked_add(n)?)?;
+    let fold = |acc: u64, &b: &u8| (acc << 8) | u64::from(b);
+    Some(if endian == RunTimeEndian::Big {
+        bytes.iter().fold(0, fold)
+    } else {
+        bytes.iter().rev().fold(0, fold)
+    })
+}
+
+/// The frames of `addresses` (sorted, all in the unit at `offset`), in the
+/// same order; an address the unit does not cover gets none.
+pub(super) fn frames(
+    elf: &Elf,
+    offset: u64,
+    addresses: &[u64],
+    starts: &[u64],
+    budget: &mut Budget,
+) -> Result<Vec<Found>, Skipped> {
+    let sections = &elf.sections;
+    let length = record_len(elf, sections.debug_info, offset)?;
+    if !budget.reserve(length) {
+        return Err(Skipped::Budget { needed: length });
+    }
+    let result = elf
+        .read(sections.debug_info, offset, length)
+        .map_err(Skipped::from)
+        .and_then(|bytes| read_unit(elf, offset, &bytes, addresses, starts, budget));
+    budget.release(length);
+    result
+}
+
+fn read_unit<'a>(
+    elf: &'a Elf,
+    offset: u64,
+    bytes: &'a [u8],
+    addresses: &[u64],
+    starts: &'a [u64],
+    budget: &mut Budget,
+) -> Result<Vec<Found>, Skipped> {
+    let header = DebugInfo::new(bytes, elf.endian)
+        .units()
+        .next()?
+        .ok_or(Skipped::Dwarf(gimli::Error::UnexpectedEof(
+            gimli::ReaderOffsetId(0),
+        )))?;
+    let abbrev_offset = header.debug_abbrev_offset().0 as u64;
+    let (abbrevs, window) = windowed(
+        elf,
+        elf.sections.debug_abbrev,
+        abbrev_offset,
+        ABBREV_WINDOW,
+        budget,
+        PARSED_FACTOR,
+        |window| abbreviations(window, elf.endian),
+    )?;
+    // The parsed table outlives the window: count it until the unit is done.
+    let abbrev_cost = window.saturating_mul(PARSED_FACTOR);
+    if !budget.reserve(abbrev_cost) {
+        return Err(Skipped::Budget {
+            needed: abbrev_cost,
+        });
+    }
+    let mut unit = Unit {
+        elf,
+        header,
+        abbrevs,
+        str_offsets_base: 0,
+        addr_base: 0,
+        rnglists_base: 0,
+        base_address: 0,
+        start: offset,
+        starts,
+        foreign: HashMap::new(),
+        foreign_cost: 0,
+    };
+    let result = unit.frames(addresses, budget);
+    budget.release(abbrev_cost.saturating_add(unit.foreign_cost));
+    result
+}
+
+impl<'a> Unit<'a> {
+    fn frames(&mut self, addresses: &[u64], budget: &mut Budget) -> Result<Vec<Found>, Skipped> {
+        let mut chains: Vec<Vec<Scope>> = vec![Vec::new(); addresses.len()];
+        let mut stmt_list = None;
+        let mut comp_dir: Option<Vec<u8>> = None;
+        let mut comp_name: Option<Vec<u8>> = None;
+        {
+            let mut cursor = self.header.entries(&self.abbrevs);
+            let Some(root) = cursor.next_dfs()? else {
+                return Ok(Vec::new());
+            };
+            let root = root.clone();
+            for attr in root.attrs() {
+                match (attr.name(), attr.value()) {
+                    (dw::DW_AT_str_offsets_base, AttributeValue::DebugStrOffsetsBase(b)) => {
+                        self.str_offsets_base = b.0 as u64;
+                    }
+                    (dw::DW_AT_addr_base, AttributeValue::DebugAddrBase(b)) => {
+                        self.addr_base = b.0 as u64;
+                    }
+                    (dw::DW_AT_rnglists_base, AttributeValue::DebugRngListsBase(b)) => {
+                        self.rnglists_base = b.0 as u64;
+                    }
+                    _ => {}
+                }
+            }
+            for attr in root.attrs() {
+                match (attr.name(), attr.value()) {
+                    (dw::DW_AT_low_pc, value) => {
+                        self.base_address = self.address(value).unwrap_or(0);
+                    }
+                    (dw::DW_AT_stmt_list, AttributeValue::DebugLineRef(o)) => stmt_list = Some(o.0),
+                    (dw::DW_AT_comp_dir, value) => comp_dir = self.string(value),
+                    (dw::DW_AT_name, value) => comp_name = self.string(value),
+                    _ => {}
+                }
+            }
+            let all: Vec<usize> = (0..addresses.len()).collect();
+            // Scopes open at each depth, with the addresses they hold.
+            let mut open: Vec<(isize, Vec<usize>)> = Vec::new();
+            // Below a function holding none of the addresses, nothing can.
+            let mut skip_below: Option<isize> = None;
+            while let Some(entry) = cursor.next_dfs()? {
+                let depth = entry.depth();
+                if let Some(limit) = skip_below {
+                    if depth > limit {
+                        continue;
+                    }
+                    skip_below = None;
+                }
+                while open.last().is_some_and(|(d, _)| *d >= depth) {
+                    open.pop();
+                }
+                let tag = entry.tag();
+                if tag != dw::DW_TAG_subprogram && tag != dw::DW_TAG_inlined_subroutine {
+                    continue;
+                }
+                let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
+                let ranges = self.ranges(entry, budget)?;
+                if ranges.is_empty() {
+                    // A declaration or an abstract instance: no code here.
+                    continue;
+                }
+                let held: Vec<usize> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        addresses
+                            .get(i)
+                            .is_some_and(|a| ranges.iter().any(|(lo, hi)| lo <= a && a < hi))
+                    })
+                    .collect();
+                if held.is_empty() {
+                    skip_below = Some(depth);
+                    continue;
+                }
+                let (call_file, call_line) = if tag == dw::DW_TAG_inlined_subroutine {
+                    (
+                        match entry.attr_value(dw::DW_AT_call_file) {
+                            Some(AttributeValue::FileIndex(index)) => index,
+                            Some(value) => value.udata_value().unwrap_or(0),
+                            None => 0,
+                        },
+                        entry
+                            .attr_value(dw::DW_AT_call_line)
+                            .and_then(|v| v.udata_value())
+                            .and_then(|l| u32::try_from(l).ok())
+                            .unwrap_or(0),
+                    )
+                } else {
+                    (0, 0)
+                };
+                let low = ranges.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
+                let die = entry.offset();
+                for &i in &held {
+                    if let Some(chain) = chains.get_mut(i) {
+                        if tag == dw::DW_TAG_subprogram {
+                            // A function's code never sits inside another's.
+                            chain.clear();
+                        }
+                        chain.push(Scope {
+                            die,
+                            call_file,
+                            call_line,
+                            low,
+                        });
+                    }
+                }
+                if entry.has_children() {
+                    open.push((depth, held));
+                }
+            }
+        }
+        let lines = match stmt_list {
+            Some(offset) => self.lines(
+                offset as u64,
+                addresses,
+                &chains,
+                comp_dir.as_deref(),
+                comp_name.as_deref(),
+                budget,
+            )?,
+            None => Lines::default(),
+        };
+        let mut names: HashMap<UnitOffset<usize>, Option<Name>> = HashMap::new();
+        let mut found = Vec::with_capacity(addresses.len());
+        for (i, chain) in chains.iter().enumerate() {
+            let mut frames = Vec::with_capacity(chain.len());
+            let (mut file, mut line) = lines.at.get(i).cloned().unwrap_or_default();
+            for scope in chain.iter().rev() {
+                let name = match names.get(&scope.die) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name = self.name(Die::Local(scope.die), NAME_DEPTH, budget);
+                        names.insert(scope.die, name.clone());
+                        name
+                    }
+                };
+                let (function, system_name) = match &name {
+                    Some(name) => (super::demangle(&name.raw), name.raw.clone()),
+                    None => (String::new(), String::new()),
+                };
+                frames.push(Frame {
+                    function,
+                    system_name,
+                    file: std::mem::take(&mut file),
+                    line,
+                });
+                // The caller's location is where this scope was inlined.
+                file = lines
+                    .files
+                    .get(&scope.call_file)
+                    .cloned()
+                    .unwrap_or_default();
+                line = scope.call_line;
+            }
+            let outer = chain.first();
+            let outer_is_linkage = outer
+                .and_then(|s| names.get(&s.die))
+                .and_then(Option::as_ref)
+                .is_some_and(|n| n.linkage);
+            if frames.is_empty() && (line != 0 || !file.is_empty()) {
+                // Line rows but no function DIE (line tables of assembly).
+                frames.push(Frame {
+                    function: String::new(),
+                    system_name: String::new(),
+                    file,
+                    line,
+                });
+            }
+            found.push(Found {
+                frames,
+                outer_is_linkage,
+                outer_low: outer.map(|s| s.low),
+            });
+        }
+        Ok(found)
+    }
+
+    /// A DIE's name: its linkage name, else its `DW_AT_name`, else its
+    /// abstract origin's or specification's, as `addr2line` looks it up.
+    fn name(&mut self, die: Die, depth: u8, budget: &mut Budget) -> Option<Name> {
+        let (short, next) = match die {
+            Die::Local(offset) => {
+                let entry = self.header.entry(&self.abbrevs, offset).ok()?;
+                match self.name_attrs(&entry, None) {
+                    Named::Found(name) => return Some(name),
+                    Named::Short(short, next) => (short, next),
+                }
+            }
+            Die::Foreign(offset) => match self.foreign_attrs(offset, budget)? {
+                Named::Found(name) => return Some(name),
+                Named::Short(short, next) => (short, next),
+            },
+        };
+        if let Some(raw) = short {
+            return Some(Name {
+                raw,
+                linkage: false,
+            });
+        }
+        self.name(next?, depth.checked_sub(1)?, budget)
+    }
+
+    /// The name attributes of `entry`; `foreign_start` is its unit's offset
+    /// when it is not this unit.
+    fn name_attrs(
+        &self,
+        entry: &DebuggingInformationEntry<Slice<'_>>,
+        foreign_start: Option<u64>,
+    ) -> Named {
+        let mut short = None;
+        let mut next = None;
+        for attr in entry.attrs() {
+            match attr.name() {
+                dw::DW_AT_linkage_name | dw::DW_AT_MIPS_linkage_name => {
+                    if let Some(raw) = self.text(attr.value()) {
+                        return Named::Found(Name { raw, linkage: true });
+                    }
+                }
+                dw::DW_AT_name => short = self.text(attr.value()),
+                dw::DW_AT_abstract_origin | dw::DW_AT_specification => {
+                    next = match (attr.value(), foreign_start) {
+                        (AttributeValue::UnitRef(o), None) => Some(Die::Local(o)),
+                        (AttributeValue::UnitRef(o), Some(start)) => {
+                            Some(Die::Foreign(start.saturating_add(o.0 as u64)))
+                        }
+                        (AttributeValue::DebugInfoRef(o), _) => {
+                            let o = o.0 as u64;
+                            match o.checked_sub(self.start) {
+                                Some(local)
+                                    if foreign_start.is_none()
+                                        && local < self.header.length_including_self() as u64 =>
+                                {
+                                    Some(Die::Local(UnitOffset(local as usize)))
+                                }
+                                _ => Some(Die::Foreign(o)),
+                            }
+                        }
+                        _ => None,
+                    };
+                }
+                _ => {}
+            }
+        }
+        Named::Short(short, next)
+    }
+
+    /// The name attributes of the DIE at `.debug_info` offset `offset` in
+    /// another unit: that unit's header and abbreviations are read, and a
+    /// window at the DIE, not the unit.
+    fn foreign_attrs(&mut self, offset: u64, budget: &mut Budget) -> Option<Named> {
+        let mut start = *self.starts.get(
+            self.starts
+                .partition_point(|&s| s <= offset)
+                .checked_sub(1)?,
+        )?;
+        let elf = self.elf;
+        let info = elf.sections.debug_info;
+        // Units without code are not in `.debug_aranges`: walk the headers
+        // from the closest one listed.
+        let mut steps = 0;
+        let foreign = loop {
+            let head = elf.read(info, start, 24).ok()?;
+            let foreign = ForeignHeader::parse(&head, elf.endian)?;
+            let end = start.saturating_add(foreign.total);
+            if offset < end {
+                break foreign;
+            }
+            steps += 1;
+            if steps > MAX_HEADER_STEPS || foreign.total == 0 {
+                return None;
+            }
+            start = end;
+        };
+        let abbrevs = match self.foreign.get(&start) {
+            Some(abbrevs) => abbrevs.clone(),
+            None => {
+                let (abbrevs, window) = windowed(
+                    elf,
+                    elf.sections.debug_abbrev,
+                    foreign.abbrev_offset,
+                    ABBREV_WINDOW,
+                    budget,
+                    PARSED_FACTOR,
+                    |window| abbreviations(window, elf.endian),
+                )
+                .ok()?;
+                let cost = window.saturating_mul(PARSED_FACTOR);
+                if !budget.reserve(cost) {
+                    return None;
+                }
+                self.foreign_cost = self.foreign_cost.saturating_add(cost);
+                let abbrevs = Rc::new(abbrevs);
+                self.foreign.insert(start, abbrevs.clone());
+                abbrevs
+            }
+        };
+        let window = elf.read(info, offset, DIE_WINDOW).ok()?;
+        let header = UnitHeader::new(
+            foreign.encoding,
+            // `unit_length` excludes its own field; gimli derives the
+            // header's size from it and the entries' length.
+            (window.len().saturating_add(foreign.header_size))
+                .saturating_sub(usize::from(foreign.encoding.format.initial_length_size())),
+            gimli::UnitType::Compilation,
+            DebugAbbrevOffset(foreign.abbrev_offset as usize),
+            gimli::SectionId::DebugInfo,
+            gimli::UnitSectionOffset(start as usize),
+            EndianSlice::new(&window, elf.endian),
+        );
+        let entry = header
+            .entry(&abbrevs, UnitOffset(header.header_size()))
+            .ok()?;
+        Some(self.name_attrs(&entry, Some(start)))
+    }
+
+    fn text(&self, value: AttributeValue<Slice<'_>>) -> Option<String> {
+        self.string(value)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A string attribute's bytes, read from the file where it points.
+    fn string(&self, value: AttributeValue<Slice<'_>>) -> Option<Vec<u8>> {
+        let sections = &self.elf.sections;
+        let (section, offset) = match value {
+            AttributeValue::String(s) => return Some(s.slice().to_vec()),
+            AttributeValue::DebugStrRef(o) => (sections.debug_str, o.0 as u64),
+            AttributeValue::DebugLineStrRef(o) => (sections.debug_line_str, o.0 as u64),
+            AttributeValue::DebugStrOffsetsIndex(i) => {
+                let size = u64::from(self.header.format().word_size());
+                let at = self
+                    .str_offsets_base
+                    .saturating_add((i.0 as u64).saturating_mul(size));
+                let word = self.word(sections.debug_str_offsets, at, size)?;
+                (sections.debug_str, word)
+            }
+            _ => return None,
+        };
+        self.elf.string(section, offset, MAX_NAME).ok()
+    }
+
+    /// An unsigned `size`-byte word of `section` at `offset`.
+    fn word(&self, section: Section, offset: u64, size: u64) -> Option<u64> {
+        let bytes = self.elf.read(section, offset, size).ok()?;
+        uint(&bytes, 0, usize::try_from(size).ok()?, self.elf.endian)
+    }
+
+    fn address(&self, value: AttributeValue<Slice<'a>>) -> Option<u64> {
+        match value {
+            AttributeValue::Addr(a) => Some(a),
+            AttributeValue::DebugAddrIndex(i) => {
+                let size = u64::from(self.header.address_size());
+                let at = self
+                    .addr_base
+                    .saturating_add((i.0 as u64).saturating_mul(size));
+                self.word(self.elf.sections.debug_addr, at, size)
+            }
+            _ => None,
+        }
+    }
+
+    /// The address ranges of a function or inlined call.
+    fn ranges(
+        &self,
+        entry: &DebuggingInformationEntry<Slice<'a>>,
+        budget: &mut Budget,
+    ) -> Result<Vec<(u64, u64)>, Skipped> {
+        let mut low = None;
+        let mut high = None;
+        let mut list = None;
+        for attr in entry.attrs() {
+            match attr.name() {
+                dw::DW_AT_low_pc => low = self.address(attr.value()),
+                dw::DW_AT_high_pc => high = Some(attr.value()),
+                dw::DW_AT_ranges => list = Some(attr.value()),
+                _ => {}
+            }
+        }
+        if let (Some(low), Some(high)) = (low, high) {
+            let high = match high {
+                AttributeValue::Udata(len) => low.saturating_add(len),
+                value => self.address(value).unwrap_or(low),
+            };
+            // 0 is where the linker puts code it dropped.
+            return Ok(if low != 0 && low < high {
+                vec![(low, high)]
+            } else {
+                Vec::new()
+            });
+        }
+        let encoding = self.header.encoding();
+        let offset = match list {
+            Some(AttributeValue::RangeListsRef(o)) => {
+                if encoding.version >= 5 {
+                    self.rnglists_base.saturating_add(o.0 as u64)
+                } else {
+                    o.0 as u64
+                }
+            }
+            Some(AttributeValue::DebugRngListsIndex(i)) => {
+                let size = u64::from(self.header.format().word_size());
+                let at = self
+                    .rnglists_base
+                    .saturating_add((i.0 as u64).saturating_mul(size));
+                let Some(relative) = self.word(self.elf.sections.debug_rnglists, at, size) else {
+                    return Ok(Vec::new());
+                };
+                self.rnglists_base.saturating_add(relative)
+            }
+            _ => return Ok(Vec::new()),
+        };
+        let (section, v4) = if encoding.version >= 5 {
+            (self.elf.sections.debug_rnglists, false)
+        } else {
+            (self.elf.sections.debug_ranges, true)
+        };
+        let endian = self.elf.endian;
+        let base = self.base_address;
+        let empty_addr = DebugAddr::from(EndianSlice::new(&[], endian));
+        let (ranges, _) = windowed(
+            self.elf,
+            section,
+            offset,
+            RANGES_WINDOW,
+            budget,
+            1,
+            |window| {
+                let slice = EndianSlice::new(window, endian);
+                let lists = if v4 {
+                    RangeLists::new(
+                        DebugRanges::from(slice),
+                        DebugRngLists::from(EndianSlice::new(&[], endian)),
+                    )
+                } else {
+                    RangeLists::new(
+                        DebugRanges::from(EndianSlice::new(&[], endian)),
+                        DebugRngLists::from(slice),
+                    )
+                };
+                let mut iter = lists.ranges(
+                    RangeListsOffset(0),
+                    encoding,
+                    base,
+                    &empty_addr,
+                    DebugAddrBase(0),
+                )?;
+                let mut out = Vec::new();
+                while let Some(range) = iter.next()? {
+                    if range.begin != 0 && range.begin < range.end {
+                        out.push((range.begin, range.end));
+                    }
+                }
+                Ok(out)
+            },
+        )?;
+        Ok(ranges)
+    }
+
+    /// Runs the unit's line program once: the row covering each address,
+    /// and the paths of the files the rows and the inlined calls name.
+    fn lines(
+        &self,
+        offset: u64,
+        addresses: &[u64],
+        chains: &[Vec<Scope>],
+        comp_dir: Option<&[u8]>,
+        comp_name: Option<&[u8]>,
+        budget: &mut Budget,
+    ) -> Result<Lines, Skipped> {
+        let section = self.elf.sections.debug_line;
+        let length = record_len(self.elf, section, offset)?;
+        let needed = length.saturating_mul(2);
+        if !budget.reserve(needed) {
+            return Err(Skipped::Budget { needed });
+        }
+        let result = self
+            .elf
+            .read(section, offset, length)
+            .map_err(Skipped::from)
+            .and_then(|bytes| self.run_lines(&bytes, addresses, chains, comp_dir, comp_name));
+        budget.release(needed);
+        result
+    }
+
+    fn run_lines<'b>(
+        &self,
+        bytes: &'b [u8],
+        addresses: &[u64],
+        chains: &[Vec<Scope>],
+        comp_dir: Option<&'b [u8]>,
+        comp_name: Option<&'b [u8]>,
+    ) -> Result<Lines, Skipped> {
+        let endian = self.elf.endian;
+        let program = DebugLine::new(bytes, endian).program(
+            DebugLineOffset(0),
+            self.header.address_size(),
+            comp_dir.map(|d| EndianSlice::new(d, endian)),
+            comp_name.map(|n| EndianSlice::new(n, endian)),
+        )?;
+        // (file index, line) per address.
+        let mut at: Vec<Option<(u64, u32)>> = vec![None; addresses.len()];
+        let mut rows = program.rows();
+        let mut previous: Option<(u64, u64, u32)> = None;
+        while let Some((_, row)) = rows.next_row()? {
+            let address = row.address();
+            if let Some((start, file, line)) = previous
+                && start < address
+            {
+                let first = addresses.partition_point(|&a| a < start);
+                for (&a, slot) in addresses.iter().zip(at.iter_mut()).skip(first) {
+                    if a >= address {
+                        break;
+                    }
+                    *slot = Some((file, line));
+                }
+            }
+            previous = if row.end_sequence() {
+                None
+            } else {
+                let line = row
+                    .line()
+                    .map_or(0, |l| u32::try_from(l.get()).unwrap_or(u32::MAX));
+                Some((address, row.file_index(), line))
+            };
+        }
+        let header = rows.header();
+        let mut wanted: Vec<u64> = at.iter().flatten().map(|(f, _)| *f).collect();
+        wanted.extend(chains.iter().flatten().map(|s| s.call_file));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut files = HashMap::new();
+        for index in wanted {
+            if let Some(path) = self.file_path(header, index, comp_dir) {
+                files.insert(index, path);
+            }
+        }
+        let at = at
+            .into_iter()
+            .map(|slot| {
+                slot.map(|(file, line)| (files.get(&file).cloned().unwrap_or_default(), line))
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(Lines { at, files })
+    }
+
+    /// A file's path as `addr2line` writes it: the compilation directory,
+    /// the file's directory, its name; an absolute part replaces the rest.
+    fn file_path(
+        &self,
+        header: &gimli::LineProgramHeader<Slice<'_>>,
+        index: u64,
+        comp_dir: Option<&[u8]>,
+    ) -> Option<String> {
+        let file = header.file(index)?;
+        let mut path = comp_dir
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
+        if file.directory_index() != 0
+            && let Some(directory) = file.directory(header)
+            && let Some(directory) = self.string(directory)
+        {
+            push_path(&mut path, &String::from_utf8_lossy(&directory));
+        }
+        let name = self.string(file.path_name())?;
+        push_path(&mut path, &String::from_utf8_lossy(&name));
+        Some(path)
+    }
+}
+
+/// What the line program says for a unit's addresses.
+#[derive(Debug, Default)]
+struct Lines {
+    /// (file, line) per address; empty and 0 when no row covers it.
+    at: Vec<(String, u32)>,
+    /// Paths by file index, for inlined calls' `dw::DW_AT_call_file`.
+    files: HashMap<u64, String>,
+}
+
+fn push_path(path: &mut String, part: &str) {
+    if part.starts_with('/') || path.is_empty() {
+        *path = part.to_owned();
+    } else {
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(part);
+    }
+}
