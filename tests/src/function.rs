@@ -171,11 +171,17 @@ impl Function {
 
     /// The process's resident set size in KiB (`VmRSS`), while it runs.
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    /// A KiB field of the process's `/proc/PID/status` (`VmRSS`, `VmHWM`,
+    /// `RssAnon`...), while it runs.
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

@@ -9,12 +9,8 @@
 //! symbolized, encoded and gzipped. P3 is VmHWM − baseline; P4 is the time
 //! from the body's return to the gzipped bytes. The same body unprofiled is
 //! the baseline row. "body" is the body's wall time; "other CPU" is the CPU
-//! time the process spent on other threads than the body's while it ran:
-//! the symbol warm-up thread, which on a 1-vCPU function delays the handler
-//! by as much.
-//!
-//! `XRAYPROFILE_BENCH_WARM_UP=0` starts every profile without the symbol
-//! warm-up, for the before/after comparison.
+//! time the process spent on other threads than the body's while it ran
+//! (the sampler's ticker; there is no symbol warm-up thread any more).
 #![allow(clippy::print_stdout, missing_docs, unsafe_code)]
 
 mod support;
@@ -35,20 +31,12 @@ struct Row {
     samples: i64,
 }
 
-fn start(warm_up: bool) -> Profiling {
-    if warm_up {
-        Profiling::start().unwrap()
-    } else {
-        Profiling::start_cold().unwrap()
-    }
-}
-
-fn sampled(chunks: u64, warm_up: bool) -> Row {
+fn sampled(chunks: u64) -> Row {
     workload::reset_peak();
     let base = workload::status_kib("VmRSS");
     let started = Instant::now();
     let (process_cpu, thread_cpu) = (workload::process_cpu(), workload::thread_cpu());
-    let profile = start(warm_up);
+    let profile = Profiling::start().unwrap();
     black_box(workload::work_handler(chunks));
     let returned = Instant::now();
     let body = returned - started;
@@ -81,9 +69,8 @@ fn unprofiled(chunks: u64) -> (i64, Duration) {
 fn main() {
     let chunks = workload::calibrate(Duration::from_millis(200));
     let start_rss = workload::status_kib("VmRSS");
-    let warm_up = std::env::var("XRAYPROFILE_BENCH_WARM_UP").map_or(true, |v| v != "0");
     let (unprofiled_peak, unprofiled_body) = unprofiled(chunks);
-    let rows: Vec<Row> = (0..10).map(|_| sampled(chunks, warm_up)).collect();
+    let rows: Vec<Row> = (0..10).map(|_| sampled(chunks)).collect();
     // To see what a slow one symbolized: `go tool pprof -traces <dir>/1.pprof`.
     if let Some(dir) = std::env::var_os("XRAYPROFILE_BENCH_SAVE") {
         for (i, row) in rows.iter().enumerate() {
@@ -95,14 +82,6 @@ fn main() {
     println!(
         "P3/P4 one sampled invocation, 200 ms CPU-bound body (process RSS before: {:.1} MiB)",
         start_rss as f64 / 1024.0
-    );
-    println!(
-        "  symbol warm-up: {}",
-        if warm_up {
-            "on"
-        } else {
-            "off (XRAYPROFILE_BENCH_WARM_UP=0)"
-        }
     );
     println!(
         "  unprofiled body:          body {:6.1} ms, peak +{:.2} MiB",
@@ -127,12 +106,12 @@ fn main() {
         (end_rss as i64 - start_rss as i64) as f64 / 1024.0
     );
     let long = {
-        let profile = start(warm_up);
+        let profile = Profiling::start().unwrap();
         black_box(workload::work_handler(chunks * 10));
         profile.finish().unwrap()
     };
     let addresses = |chunks| {
-        let profile = start(warm_up);
+        let profile = Profiling::start().unwrap();
         black_box(workload::work_handler(chunks));
         profile.finish_addresses().unwrap()
     };

@@ -55,17 +55,6 @@ impl Profiling {
             .map_err(|err| err.to_string())
     }
 
-    /// Like [`Profiling::start`], without warming the symbol cache in the
-    /// background: a cold cache is parsed after the body returns.
-    ///
-    /// # Errors
-    /// The profiler's error, as text, when it is busy or cannot start.
-    pub fn start_cold() -> Result<Profiling, String> {
-        ActiveProfile::start_cold()
-            .map(Profiling)
-            .map_err(|err| err.to_string())
-    }
-
     /// Stops, symbolizes and encodes, as a sampled invocation does after the
     /// handler returns.
     ///

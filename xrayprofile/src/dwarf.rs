@@ -72,6 +72,7 @@ impl Budget {
     }
 
     /// The limit, in bytes.
+    #[cfg(test)]
     pub(crate) fn limit(&self) -> u64 {
         self.limit
     }

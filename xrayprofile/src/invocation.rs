@@ -127,7 +127,7 @@ where
     F: Future,
     F::Output: HandlerOutput,
 {
-    let profile = match ActiveProfile::start_for(plan.detail) {
+    let profile = match ActiveProfile::start() {
         Ok(profile) => profile,
         Err(err) => {
             let hint = match err {

@@ -73,8 +73,6 @@ mod config;
 mod deadline;
 mod deferred;
 mod destination;
-// Wired into the profile builder by the next commit.
-#[allow(dead_code)]
 mod dwarf;
 mod handler;
 mod invocation;

@@ -12,7 +12,6 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::sampler::{self, SamplerError};
-use crate::symbolize::{self, Detail, WarmUp};
 
 /// Samples per second of CPU time, as in go-xrayprofile.
 pub(crate) const FREQUENCY_HZ: u32 = 99;
@@ -57,58 +56,26 @@ pub(crate) struct ActiveProfile {
     sampler: sampler::Sampler,
     started: Instant,
     started_at: SystemTime,
-    warm_up: Option<WarmUp>,
 }
 
 impl ActiveProfile {
-    /// Starts sampling the whole process, for a profile with function names.
-    ///
-    /// # Errors
-    /// As [`ActiveProfile::start_for`].
-    pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
-        ActiveProfile::start_for(Detail::Names)
-    }
-
-    /// Starts sampling the whole process, for a profile that `detail` will
-    /// finish. For the process's first [`Detail::Names`] profile, the symbol
-    /// cache is filled on a background thread while the handler runs
-    /// ([`symbolize::warm_up`]).
+    /// Starts sampling the whole process. Nothing is read for symbolization
+    /// until the profile is built: no warm-up competes with the handler.
     ///
     /// # Errors
     /// [`ProfileError::Busy`] if a profile is already running;
     /// [`ProfileError::Sampler`] if the signal handler, timer or buffer cannot
     /// be set up.
-    pub(crate) fn start_for(detail: Detail) -> Result<ActiveProfile, ProfileError> {
-        ActiveProfile::start_warming(detail == Detail::Names)
-    }
-
-    /// [`ActiveProfile::start`] without the background warm-up: the cold
-    /// cache is parsed after the handler returns. For the benchmark that
-    /// measures what the warm-up saves.
-    ///
-    /// # Errors
-    /// As [`ActiveProfile::start_for`].
-    pub(crate) fn start_cold() -> Result<ActiveProfile, ProfileError> {
-        ActiveProfile::start_warming(false)
-    }
-
-    fn start_warming(warm_up: bool) -> Result<ActiveProfile, ProfileError> {
+    pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
         match sampler::start(FREQUENCY_HZ, BUFFER_SLOTS) {
             Ok(sampler) => Ok(ActiveProfile {
                 sampler,
                 started: Instant::now(),
                 started_at: SystemTime::now(),
-                warm_up: if warm_up { symbolize::warm_up() } else { None },
             }),
             Err(SamplerError::Busy) => Err(ProfileError::Busy),
             Err(SamplerError::Os(call, error)) => Err(ProfileError::Sampler { call, error }),
         }
-    }
-
-    /// Whether this profile started the symbol cache's warm-up.
-    #[cfg(test)]
-    pub(crate) fn warms_up(&self) -> bool {
-        self.warm_up.is_some()
     }
 
     /// Stops sampling, so nothing after this shows up in the profile; the
@@ -130,7 +97,6 @@ impl ActiveProfile {
             samples,
             duration,
             started_at: self.started_at,
-            warm_up: self.warm_up,
         }
     }
 }
@@ -144,9 +110,6 @@ pub(crate) struct StoppedProfile {
     pub(crate) duration: Duration,
     /// When sampling started.
     pub(crate) started_at: SystemTime,
-    /// The symbol cache's warm-up, if this profile started one; symbolizing
-    /// waits for it.
-    pub(crate) warm_up: Option<WarmUp>,
 }
 
 impl StoppedProfile {
@@ -161,12 +124,12 @@ impl StoppedProfile {
 mod tests {
     use super::*;
     use crate::sampler;
-    use crate::test_support::{serial, spin_in_named_leaf, wait_for_warm_ups};
+    use crate::test_support::{serial, spin_in_named_leaf};
 
     #[test]
     fn start_while_running_is_busy_and_drop_stops_the_timer() {
         let _serial = serial();
-        let first = ActiveProfile::start_cold().unwrap();
+        let first = ActiveProfile::start().unwrap();
         assert!(
             eventually(|| sampler::ticker_timers() > 0),
             "the ticker gives the threads their timers"
@@ -177,7 +140,7 @@ mod tests {
             eventually(|| sampler::ticker_timers() == 0),
             "dropping the profile deletes the timers"
         );
-        let again = ActiveProfile::start_cold().unwrap();
+        let again = ActiveProfile::start().unwrap();
         assert!(eventually(|| sampler::ticker_timers() > 0));
         drop(again);
         assert!(eventually(|| sampler::ticker_timers() == 0));
@@ -199,7 +162,6 @@ mod tests {
     #[test]
     fn a_full_buffer_drops_and_counts_samples() {
         let _serial = serial();
-        wait_for_warm_ups();
         let sampler = sampler::start(FREQUENCY_HZ, 2).unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(200));
         let samples = sampler.stop();

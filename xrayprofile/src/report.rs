@@ -14,7 +14,7 @@ use pprof::protos::{Label, Profile, Sample};
 
 use crate::pprof_file::{self, Identity, PprofFile};
 use crate::profiler::{FREQUENCY_HZ, StoppedProfile};
-use crate::symbolize::{CacheWatch, Detail, Tables};
+use crate::symbolize::{Detail, Tables};
 use crate::wall::{self, Charge, Recording, probe};
 
 /// A built profile: its protobuf, how long it ran and how many CPU samples
@@ -36,9 +36,7 @@ pub(crate) fn build(
         samples,
         duration,
         started_at,
-        warm_up,
     } = stopped;
-    let cache = CacheWatch::start(warm_up);
     let timing = Timing {
         started: started_at,
         duration,
@@ -50,9 +48,6 @@ pub(crate) fn build(
         None => cpu_profile(samples.stacks(), timing, detail),
     };
     drop(samples);
-    if detail == Detail::Names {
-        cache.finish();
-    }
     FinishedProfile {
         profile,
         duration,
@@ -317,8 +312,7 @@ mod tests {
     use super::*;
     use crate::profiler::{ActiveProfile, FREQUENCY_HZ};
     use crate::sampler;
-    use crate::symbolize;
-    use crate::test_support::{serial, spin_in_named_leaf, wait_for_warm_ups};
+    use crate::test_support::{serial, spin_in_named_leaf};
     use crate::wall::tests::{record, waits_on_a_timer};
 
     /// Stops `profile` and builds its CPU profile with names.
@@ -357,7 +351,7 @@ mod tests {
     fn a_busy_named_function_is_at_the_leaf_of_most_samples() {
         let _serial = serial();
         // Cold: a warm-up thread would compete with the spin for the CPU.
-        let profile = ActiveProfile::start_cold().unwrap();
+        let profile = ActiveProfile::start().unwrap();
         spin_in_named_leaf(std::time::Duration::from_millis(300));
         let finished = finish(profile);
         let stacks = stacks(&finished);
@@ -469,7 +463,7 @@ mod tests {
             })
             .collect();
         let _hogs = Hogs::start(3);
-        let profile = ActiveProfile::start_cold().unwrap();
+        let profile = ActiveProfile::start().unwrap();
         // The ticker starts watching this thread within a moment of start.
         std::thread::sleep(std::time::Duration::from_millis(5));
         let burned_from = sampler::thread_cpu_time();
@@ -513,7 +507,6 @@ mod tests {
     #[test]
     fn samples_follow_the_busy_thread_under_cpu_contention() {
         let _serial = serial();
-        wait_for_warm_ups();
         let (burned, expected, busy, idle, all) = profile_a_burn_under_contention();
         assert!(
             (expected - 1..=expected + 1).contains(&busy),
@@ -529,7 +522,6 @@ mod tests {
     #[test]
     fn the_ticker_alone_counts_every_period() {
         let _serial = serial();
-        wait_for_warm_ups();
         /// Turns the kernel timers back on even if the profile panics, so
         /// the tests after this one get them.
         struct KernelTimersOff;
@@ -546,55 +538,6 @@ mod tests {
             (expected - 2..=expected + 1).contains(&busy),
             "{burned:?} of CPU is {expected} samples; the ticker alone gave {busy}: {all}"
         );
-    }
-
-    #[inline(never)]
-    fn spin_on_excluded_thread(duration: std::time::Duration) -> u64 {
-        spin_in_named_leaf(duration)
-    }
-
-    #[test]
-    fn an_excluded_thread_burning_cpu_leaves_no_samples() {
-        let _serial = serial();
-        wait_for_warm_ups();
-        let profile = ActiveProfile::start_cold().unwrap();
-        let excluded = std::thread::spawn(|| {
-            let _excluded = sampler::exclude_current_thread().unwrap();
-            spin_on_excluded_thread(std::time::Duration::from_millis(300))
-        });
-        spin_in_named_leaf(std::time::Duration::from_millis(300));
-        excluded.join().unwrap();
-        let stacks = stacks(&finish(profile));
-        let total: i64 = stacks.iter().map(|(_, n)| n).sum();
-        assert!(total >= 3, "the other thread is sampled: {stacks:?}");
-        assert!(
-            !stacks
-                .iter()
-                .any(|(names, _)| names.iter().any(|n| n.contains("spin_on_excluded_thread"))),
-            "{stacks:?}"
-        );
-    }
-
-    #[test]
-    fn the_symbol_warm_up_runs_and_is_not_in_the_profile() {
-        let _serial = serial();
-        wait_for_warm_ups();
-        symbolize::forget_cache();
-        let profile = ActiveProfile::start().unwrap();
-        assert!(profile.warms_up(), "the first profile warms up");
-        spin_in_named_leaf(std::time::Duration::from_millis(300));
-        let stacks = stacks(&finish(profile));
-        for (names, _) in &stacks {
-            assert!(
-                !names.iter().any(|n| n.contains("addr2line")
-                    || n.contains("gimli")
-                    || n.contains("warm::start")),
-                "the warm-up thread was sampled: {names:?}"
-            );
-        }
-        wait_for_warm_ups();
-        let again = ActiveProfile::start().unwrap();
-        assert!(!again.warms_up(), "only the first profile warms up");
     }
 
     #[test]

@@ -53,10 +53,6 @@
 //!   (the wrapper's caller), so the wrapper's own frame is the root, and is
 //!   flagged [`IN_POLL`]. Stack addresses, not names, so it holds at every
 //!   debug level.
-//! - **One thread can be left out**: [`exclude_current_thread`] names the
-//!   profiler's own symbol warm-up thread, and a signal that lands on it is
-//!   not recorded (one atomic load per signal, plus `gettid` while a thread
-//!   is excluded). Its CPU time is the profiler's, not the handler's.
 //! - **Stopping** tells the ticker to delete the timers (it does so on its
 //!   own time; a late timer signal finds no slot for this session and
 //!   records nothing), clears [`ENABLED`], then waits until no
@@ -122,9 +118,6 @@ static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// Samples that found the buffer full.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-/// A thread whose samples are not recorded (0: none): the symbol warm-up
-/// thread, whose CPU time is the profiler's, not the handler's.
-static EXCLUDED_TID: AtomicI32 = AtomicI32::new(0);
 /// How often the ticker checks the threads' CPU clocks for signals the
 /// kernel did not send. Each wake-up costs this VM ≈ 35–40 µs of CPU, so
 /// 20 ms keeps the ticker near 0.2 % of a CPU; a missed sample arrives at
@@ -808,7 +801,7 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     // may change errno, which the interrupted code must not observe.
     let errno = unsafe { *libc::__errno_location() };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
-    if ENABLED.load(Ordering::SeqCst) && !on_excluded_thread() {
+    if ENABLED.load(Ordering::SeqCst) {
         let periods = periods_owed(info);
         if periods > 0 {
             record(context, periods);
@@ -819,14 +812,6 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Whether the signal landed on the thread [`exclude_current_thread`] named.
-/// Async-signal-safe: an atomic load, and `gettid` only while a thread is
-/// excluded.
-fn on_excluded_thread() -> bool {
-    let excluded = EXCLUDED_TID.load(Ordering::SeqCst);
-    excluded != 0 && excluded == current_tid()
-}
-
 /// The calling thread's kernel ID. Through `syscall`, not glibc's `gettid`
 /// wrapper, which glibc < 2.30 (Amazon Linux 2) lacks.
 fn current_tid() -> i32 {
@@ -834,29 +819,6 @@ fn current_tid() -> i32 {
     // memory; a raw system call is async-signal-safe.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     i32::try_from(tid).unwrap_or(0)
-}
-
-/// Stops recording samples taken on the calling thread, until
-/// [`Excluded`] is dropped; one thread at a time. `None` if another thread
-/// is excluded already.
-pub(crate) fn exclude_current_thread() -> Option<Excluded> {
-    let tid = current_tid();
-    EXCLUDED_TID
-        .compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
-        .then_some(Excluded { tid })
-}
-
-/// The calling thread's samples are skipped while this lives.
-#[derive(Debug)]
-pub(crate) struct Excluded {
-    tid: i32,
-}
-
-impl Drop for Excluded {
-    fn drop(&mut self) {
-        let _ = EXCLUDED_TID.compare_exchange(self.tid, 0, Ordering::SeqCst, Ordering::SeqCst);
-    }
 }
 
 fn record(context: *mut c_void, periods: u64) {

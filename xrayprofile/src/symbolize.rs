@@ -1,74 +1,32 @@
 //! Turns raw code addresses into a pprof profile's tables: locations with
-//! function names, files and lines (each distinct address resolved once), or
-//! addresses with exact-segment mappings and GNU build IDs for offline
-//! symbolization. It also keeps the symbolizer's cache: warmed in the
-//! background on the process's first profile ([`warm`]) and dropped after a
-//! profile that grew it past [`SYMBOL_CACHE_LIMIT_KIB`].
+//! function names, files and lines, or addresses with exact-segment mappings
+//! and GNU build IDs for offline symbolization.
+//!
+//! Names are resolved once per profile, for all its distinct addresses at
+//! once, by [`crate::dwarf`]: grouped by the loaded object that holds them,
+//! each object's file read for just the units those addresses need, within
+//! one [`SYMBOLIZE_BUDGET`] for the whole profile, and nothing kept
+//! afterwards. No background thread and no cache: the cost of a profile
+//! follows its samples, not the size of the binary.
 //!
 //! It knows nothing of samples or waits: the report (`report.rs`)
 //! decides what the stacks mean and asks here for their locations.
 
-mod warm;
-
 use std::collections::HashMap;
-use std::ffi::c_void;
+use std::path::PathBuf;
 
 use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
 use pprof::protos::{Function, Line, Location, Mapping, Profile, ValueType};
 
-pub(crate) use warm::{WarmUp, start as warm_up};
-#[cfg(test)]
-pub(crate) use warm::{forget_cache, running as warming_up};
+use crate::dwarf::{self, Budget};
 
-/// The most RSS the symbolizer's cache may add and be kept between
-/// profiles; above it the cache is dropped after each profile. 16 MiB is
-/// P3's budget: a binary with line tables keeps its ~13 MiB cache, so later
-/// profiles symbolize in 0.5–0.7 ms instead of re-parsing for 10–50 ms (at
-/// 8 MiB they missed P4; docs/performance.md).
-const SYMBOL_CACHE_LIMIT_KIB: u64 = 16 * 1024;
-
-/// This process's resident set (`VmRSS`), in KiB.
-fn resident_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// How much symbolizing one profile grows the symbolizer's cache, from
-/// [`CacheWatch::start`] (which waits for the warm-up, since both fill the
-/// same cache and its growth counts too) to [`CacheWatch::finish`].
-pub(crate) struct CacheWatch {
-    warm_growth: u64,
-    resident_before: Option<u64>,
-}
-
-impl CacheWatch {
-    /// Waits for `warm_up`, if any, and notes the RSS before symbolizing.
-    pub(crate) fn start(warm_up: Option<WarmUp>) -> CacheWatch {
-        CacheWatch {
-            warm_growth: warm_up.map_or(0, WarmUp::wait),
-            resident_before: resident_kib(),
-        }
-    }
-
-    /// backtrace-rs keeps what it parsed to name addresses. Kept, later
-    /// profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with line
-    /// tables); but it grows with the binary's debug info. So keep it only
-    /// while it is small: if warming and symbolizing grew RSS by more than
-    /// [`SYMBOL_CACHE_LIMIT_KIB`], give it back, on a background thread
-    /// since freeing it takes milliseconds (docs/performance.md, P3/P4).
-    pub(crate) fn finish(self) {
-        let growth = self
-            .resident_before
-            .zip(resident_kib())
-            .map_or(0, |(before, after)| after.saturating_sub(before));
-        if self.warm_growth.saturating_add(growth) > SYMBOL_CACHE_LIMIT_KIB {
-            warm::drop_cache();
-        }
-    }
-}
+/// The most file data and parsed DWARF the symbolizer holds at once, for
+/// one profile, all objects together. The largest compilation unit of a
+/// 104 MB AWS-SDK function (aws-lc's `bcm.c`, 1.2 MB of `.debug_info`)
+/// needs 2.4 MiB with its line program and abbreviations; past the budget a
+/// unit is not read and its addresses keep symbol-table names
+/// (docs/performance.md, issue 14).
+pub(crate) const SYMBOLIZE_BUDGET: u64 = 4 * 1024 * 1024;
 
 /// What a location says about its code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +83,8 @@ fn readable(name: &str) -> std::borrow::Cow<'_, str> {
 /// A profile's tables, each entry interned once.
 pub(crate) struct Tables {
     detail: Detail,
+    /// What symbolizing may hold at once ([`SYMBOLIZE_BUDGET`]).
+    budget: u64,
     mappings: Vec<Mapping>,
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
@@ -138,6 +98,7 @@ impl Default for Tables {
     fn default() -> Tables {
         Tables {
             detail: Detail::Names,
+            budget: SYMBOLIZE_BUDGET,
             mappings: Vec::new(),
             strings: Vec::new(),
             string_ids: HashMap::new(),
@@ -164,6 +125,15 @@ impl Tables {
         builder
     }
 
+    /// These tables with a symbolization budget of `bytes`.
+    #[cfg(test)]
+    fn with_budget(self, bytes: u64) -> Tables {
+        Tables {
+            budget: bytes,
+            ..self
+        }
+    }
+
     /// A sample or period type, its names interned.
     pub(crate) fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
         ValueType {
@@ -172,8 +142,16 @@ impl Tables {
         }
     }
 
-    /// `profile` with these tables filled in.
-    pub(crate) fn into_profile(self, profile: Profile) -> Profile {
+    /// `profile` with these tables filled in; in [`Detail::Names`], every
+    /// code location named first, and a comment added when the memory
+    /// budget left frames unnamed.
+    pub(crate) fn into_profile(mut self, mut profile: Profile) -> Profile {
+        if self.detail == Detail::Names
+            && let Some(comment) = self.resolve_names()
+        {
+            let comment = self.string(&comment);
+            profile.comment.push(comment);
+        }
         Profile {
             location: self.locations,
             function: self.functions,
@@ -290,55 +268,107 @@ impl Tables {
         if let Some(&id) = self.location_ids.get(&code) {
             return id;
         }
-        if self.detail == Detail::Addresses {
-            let id = u64::try_from(self.locations.len())
-                .unwrap_or(u64::MAX)
-                .saturating_add(1);
-            self.locations.push(Location {
-                id,
-                mapping_id: self.mapping_of(code),
-                address: code,
-                ..Location::default()
-            });
-            self.location_ids.insert(code, id);
-            return id;
-        }
-        let mut symbols: Vec<(String, String, String, i64)> = Vec::new();
-        // `resolve` looks up `addr - 1` (it expects return addresses); `code`
-        // is already the instruction's own address.
-        backtrace::resolve(code.wrapping_add(1) as usize as *mut c_void, |symbol| {
-            let Some(name) = symbol.name() else {
-                return;
-            };
-            // `{:#}` drops the `::h<hash>` suffix of legacy-mangled names.
-            symbols.push((
-                readable(&format!("{name:#}")).into_owned(),
-                String::from_utf8_lossy(name.as_bytes()).into_owned(),
-                symbol
-                    .filename()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                symbol.lineno().map_or(0, i64::from),
-            ));
-        });
-        let line = symbols
-            .into_iter()
-            .map(|(name, system_name, file, line)| Line {
-                function_id: self.function(&name, &system_name, &file),
-                line,
-            })
-            .collect();
         let id = u64::try_from(self.locations.len())
             .unwrap_or(u64::MAX)
             .saturating_add(1);
+        // Names are filled in for all locations at once, in `into_profile`.
         self.locations.push(Location {
             id,
+            mapping_id: match self.detail {
+                Detail::Addresses => self.mapping_of(code),
+                Detail::Names => 0,
+            },
             address: code,
-            line,
             ..Location::default()
         });
         self.location_ids.insert(code, id);
         id
+    }
+
+    /// Names every code location: the distinct addresses grouped by the
+    /// object that holds them, each object read once ([`dwarf::symbolize`]),
+    /// inlined frames innermost first as pprof wants them. Returns the
+    /// comment that says what the budget left out, if it left anything.
+    fn resolve_names(&mut self) -> Option<String> {
+        let objects = loaded_objects();
+        // Object index → (file-relative address, location index).
+        let mut wanted: HashMap<usize, Vec<(u64, usize)>> = HashMap::new();
+        for (i, location) in self.locations.iter().enumerate() {
+            if location.address == 0 {
+                continue; // synthetic
+            }
+            if let Some((object, svma)) = objects
+                .iter()
+                .enumerate()
+                .find_map(|(o, object)| object.file_address(location.address).map(|a| (o, a)))
+            {
+                wanted.entry(object).or_default().push((svma, i));
+            }
+        }
+        let mut budget = Budget::new(self.budget);
+        let mut cut = dwarf::Cut::default();
+        let mut problems: Vec<String> = Vec::new();
+        let mut order: Vec<usize> = wanted.keys().copied().collect();
+        // The main program first: its frames matter most if the budget runs out.
+        order.sort_unstable();
+        for object_index in order {
+            let (Some(object), Some(entries)) =
+                (objects.get(object_index), wanted.get(&object_index))
+            else {
+                continue;
+            };
+            let addresses: Vec<u64> = entries.iter().map(|(a, _)| *a).collect();
+            let found = dwarf::symbolize(&object.path, &addresses, &mut budget);
+            cut.units += found.cut.units;
+            cut.addresses += found.cut.addresses;
+            cut.needed = cut.needed.max(found.cut.needed);
+            problems.extend(found.problem);
+            for ((_, i), frames) in entries.iter().zip(found.frames) {
+                let line = frames
+                    .into_iter()
+                    // A frame nothing names (no DWARF name, no symbol) is
+                    // left out, as backtrace-rs did.
+                    .filter(|frame| !frame.function.is_empty())
+                    .map(|frame| Line {
+                        function_id: self.function(
+                            &readable(&frame.function),
+                            &frame.system_name,
+                            &frame.file,
+                        ),
+                        line: i64::from(frame.line),
+                    })
+                    .collect();
+                if let Some(location) = self.locations.get_mut(*i) {
+                    location.line = line;
+                }
+            }
+        }
+        tracing::debug!(
+            locations = self.locations.len(),
+            held_kib = budget.peak().div_ceil(1024),
+            "symbolized the profile's addresses"
+        );
+        if let Some(problem) = problems.first() {
+            tracing::debug!(problem = %problem, "symbolization: part of the debug info could not be read; those frames keep symbol-table names");
+        }
+        (cut.units > 0).then(|| {
+            tracing::warn!(
+                units = cut.units,
+                addresses = cut.addresses,
+                budget_bytes = self.budget,
+                needed_bytes = cut.needed,
+                "profile symbolized in part: {} compilation units did not fit the symbolizer's memory budget, so {} addresses have function names from the symbol table only (no lines or inlined frames); handler unaffected. For full detail set XRAYPROFILE_SYMBOLIZE=false and symbolize offline",
+                cut.units,
+                cut.addresses,
+            );
+            format!(
+                "symbolize: {} addresses in {} compilation units past the {} KiB budget (one needed {} KiB) have symbol-table names only, no lines or inlined frames",
+                cut.addresses,
+                cut.units,
+                self.budget / 1024,
+                cut.needed.div_ceil(1024)
+            )
+        })
     }
 
     fn function(&mut self, name: &str, system_name: &str, file: &str) -> u64 {
@@ -363,6 +393,54 @@ impl Tables {
     }
 }
 
+/// A loaded object (the program or a shared library) as the symbolizer
+/// needs it: its file, its load bias and where its code is mapped.
+struct LoadedObject {
+    path: PathBuf,
+    bias: u64,
+    code: Vec<(u64, u64)>,
+}
+
+impl LoadedObject {
+    /// `address` as the object file's own virtual address, if the object's
+    /// code holds it.
+    fn file_address(&self, address: u64) -> Option<u64> {
+        self.code
+            .iter()
+            .any(|(start, end)| (*start..*end).contains(&address))
+            .then(|| address.wrapping_sub(self.bias))
+    }
+}
+
+/// Every loaded object with code, the main program first (findshlibs names
+/// it with an empty string; its path is `/proc/self/exe`'s target).
+fn loaded_objects() -> Vec<LoadedObject> {
+    let main_program = std::env::current_exe().unwrap_or_default();
+    let mut objects = Vec::new();
+    TargetSharedLibrary::each(|library| {
+        let name = library.name();
+        let path = if name.is_empty() && objects.is_empty() {
+            main_program.clone()
+        } else {
+            PathBuf::from(name)
+        };
+        let code = library
+            .segments()
+            .filter(|s| s.is_code())
+            .map(|s| {
+                let start = s.actual_virtual_memory_address(library).0 as u64;
+                (start, start.saturating_add(s.len() as u64))
+            })
+            .collect();
+        objects.push(LoadedObject {
+            path,
+            bias: library.virtual_memory_bias().0 as u64,
+            code,
+        });
+    });
+    objects
+}
+
 /// The file offset of the byte mapped at `address`, from `/proc/self/maps`
 /// (`start-end perms offset dev inode path`).
 fn file_offset(maps: &str, address: u64) -> Option<u64> {
@@ -380,7 +458,69 @@ fn file_offset(maps: &str, address: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::readable;
+    use super::{Detail, Tables, readable};
+    use pprof::protos::Profile;
+
+    #[inline(never)]
+    fn a_named_function() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// The names, files and lines of the one location of `profile`.
+    fn frames(profile: &Profile) -> Vec<(String, String, i64)> {
+        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+        profile.location[0]
+            .line
+            .iter()
+            .map(|line| {
+                let f = &profile.function[usize::try_from(line.function_id).unwrap() - 1];
+                (text(f.name), text(f.filename), line.line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn locations_get_names_files_and_lines() {
+        let mut tables = Tables::new(Detail::Names);
+        let ids = tables.stack(&[a_named_function as *const () as u64], true);
+        let profile = tables.into_profile(Profile::default());
+        assert_eq!(ids, [1]);
+        let frames = frames(&profile);
+        let (name, file, line) = &frames[0];
+        assert!(
+            name.ends_with("symbolize::tests::a_named_function"),
+            "{frames:?}"
+        );
+        assert!(file.ends_with("src/symbolize.rs"), "{frames:?}");
+        assert!(*line > 0);
+        assert!(profile.comment.is_empty(), "nothing was cut");
+    }
+
+    #[test]
+    fn past_the_budget_locations_keep_symbol_names_and_the_profile_says_so() {
+        let mut tables = Tables::new(Detail::Names).with_budget(1024);
+        tables.stack(&[a_named_function as *const () as u64], true);
+        let profile = tables.into_profile(Profile::default());
+        let frames = frames(&profile);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let (name, file, line) = &frames[0];
+        assert!(
+            name.ends_with("symbolize::tests::a_named_function"),
+            "{frames:?}"
+        );
+        assert_eq!((file.as_str(), *line), ("", 0), "no line past the budget");
+        let comments: Vec<&String> = profile
+            .comment
+            .iter()
+            .map(|&i| &profile.string_table[usize::try_from(i).unwrap()])
+            .collect();
+        assert_eq!(comments.len(), 1, "{comments:?}");
+        assert!(
+            comments[0].contains("past the 1 KiB budget")
+                && comments[0].contains("symbol-table names only"),
+            "{comments:?}"
+        );
+    }
 
     #[test]
     fn trait_impl_names_keep_their_self_type() {

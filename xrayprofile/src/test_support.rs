@@ -31,11 +31,3 @@ pub(crate) fn serial() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-/// Waits for a symbol warm-up that a profile another test dropped
-/// unfinished may have left running (and excluded from sampling).
-pub(crate) fn wait_for_warm_ups() {
-    while crate::symbolize::warming_up() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}

@@ -402,7 +402,14 @@ impl<'a> Unit<'a> {
                     continue;
                 }
                 let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
-                let ranges = self.ranges(entry, budget)?;
+                let ranges = match self.ranges(entry, budget) {
+                    Ok(ranges) => ranges,
+                    // A range list the reader cannot follow (DWARF 5 forms
+                    // through `.debug_addr`): that function is not found
+                    // here, the symbol table names it.
+                    Err(Skipped::Dwarf(_)) => Vec::new(),
+                    Err(other) => return Err(other),
+                };
                 if ranges.is_empty() {
                     // A declaration or an abstract instance: no code here.
                     continue;

@@ -56,14 +56,6 @@ pub(crate) fn set_poll_root(_root: usize) -> usize {
     0
 }
 
-/// Never excludes anything on this target: no sampler runs.
-#[derive(Debug)]
-pub(crate) struct Excluded(());
-
-pub(crate) fn exclude_current_thread() -> Option<Excluded> {
-    None
-}
-
 /// Bytes per sample slot (none are ever filled here).
 pub(crate) const SLOT_BYTES: usize = 512;
 
