@@ -11,7 +11,8 @@
 //! cargo bench -p xrayprofile-tests --bench symbolize
 //! ```
 //!
-//! (The driver's own optimisation does not matter: `--profile dev` reuses
+//! `XRAYPROFILE_BENCH_MODES=cpu` runs one mode only. (The driver's own
+//! optimisation does not matter: `--profile dev` reuses
 //! the test build.) Fixtures not built are skipped. For each fixture and
 //! mode, two processes on their own loopback Runtime API: one with
 //! `XRAYPROFILE_ENABLED=false`, one sampling every invocation; each gets
@@ -41,6 +42,8 @@ struct Run {
     hwm_kib: Vec<u64>,
     anon_kib: Vec<u64>,
     return_to_response_us: Vec<u64>,
+    /// Process CPU time used by each invocation (and what it left behind).
+    cpu: Vec<Duration>,
     profiles: Vec<PathBuf>,
 }
 
@@ -63,8 +66,12 @@ async fn run(binary: &Path, mode: &str, enabled: bool, seq: &mut u32) -> Run {
         hwm_kib: Vec::new(),
         anon_kib: Vec::new(),
         return_to_response_us: Vec::new(),
+        cpu: Vec::new(),
         profiles: Vec::new(),
     };
+    // Let the runtime settle before the first invocation's CPU is counted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cpu_before = function.cpu_time().unwrap();
     for _ in 0..INVOCATIONS {
         *seq += 1;
         let id = format!("5e1f0000-0000-4000-8000-{:012}", *seq);
@@ -87,6 +94,9 @@ async fn run(binary: &Path, mode: &str, enabled: bool, seq: &mut u32) -> Run {
         result
             .anon_kib
             .push(function.status_kib("RssAnon").unwrap());
+        let cpu = function.cpu_time().unwrap();
+        result.cpu.push(cpu.saturating_sub(cpu_before));
+        cpu_before = cpu;
     }
     result.profiles = files_under(out.path());
     result.profiles.sort();
@@ -138,9 +148,9 @@ async fn main() {
         "issue 14: {INVOCATIONS} sampled invocations ({SPIN_MS} ms CPU, then a {SLEEP_MS} ms timer) vs XRAYPROFILE_ENABLED=false"
     );
     println!(
-        "| debug info | binary MB | mode | peak RSS added 1st / 10th (MiB) | anon added 1st / 10th (MiB) | return→response added 1st / median 2nd–10th / max 2nd–10th (ms) | async fn named |"
+        "| debug info | binary MB | mode | peak RSS added 1st / 10th (MiB) | anon added 1st / 10th (MiB) | return→response added 1st / median 2nd–10th / max 2nd–10th (ms) | CPU added 1st / median 2nd–10th (ms) | async fn named |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (profile, level) in [
         ("bench-lines", "line-tables-only"),
         ("bench-limited", "limited"),
@@ -153,7 +163,8 @@ async fn main() {
             );
             continue;
         };
-        for mode in ["wall", "cpu"] {
+        let modes = std::env::var("XRAYPROFILE_BENCH_MODES").unwrap_or_else(|_| "wall,cpu".into());
+        for mode in modes.split(',') {
             let off = run(&binary, mode, false, &mut seq).await;
             let on = run(&binary, mode, true, &mut seq).await;
             let added = |v: &[u64], w: &[u64], i: usize| v[i] as i64 - w[i] as i64;
@@ -162,6 +173,10 @@ async fn main() {
                 .collect();
             later.sort_unstable();
             let first = on.return_to_response_us[0] as i64 - off.return_to_response_us[0] as i64;
+            let cpu_added =
+                |i: usize| on.cpu[i].as_secs_f64() * 1e3 - off.cpu[i].as_secs_f64() * 1e3;
+            let mut cpu_later: Vec<f64> = (1..INVOCATIONS).map(cpu_added).collect();
+            cpu_later.sort_by(f64::total_cmp);
             let named = on.profiles.last().map_or("no profile".to_owned(), |p| {
                 let profile = pprof_view::decode(&std::fs::read(p).unwrap()).unwrap();
                 let names = pprof_view::function_names(&profile);
@@ -179,7 +194,7 @@ async fn main() {
                 )
             });
             println!(
-                "| {level} | {:.1} | {mode} | {} / {} | {} / {} | {:.1} / {:.1} / {:.1} | {named} |",
+                "| {level} | {:.1} | {mode} | {} / {} | {} / {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {named} |",
                 meta.len() as f64 / 1e6,
                 mib(added(&on.hwm_kib, &off.hwm_kib, 0)),
                 mib(added(&on.hwm_kib, &off.hwm_kib, INVOCATIONS - 1)),
@@ -188,6 +203,8 @@ async fn main() {
                 first as f64 / 1e3,
                 later[later.len() / 2] as f64 / 1e3,
                 later[later.len() - 1] as f64 / 1e3,
+                cpu_added(0),
+                cpu_later[cpu_later.len() / 2],
             );
             if let Some(p) = on.profiles.last() {
                 println!("  (last profile: {})", p.display());

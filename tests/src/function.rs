@@ -174,6 +174,26 @@ impl Function {
         self.status_kib("VmRSS")
     }
 
+    /// The CPU time all the process's threads have run so far, from
+    /// `/proc/PID/task/*/schedstat` (nanoseconds, not the 10 ms ticks of
+    /// `/proc/PID/stat`); threads that exited are not counted.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let pid = self.child.id()?;
+        let mut total: u64 = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Some(std::time::Duration::from_nanos(total))
+    }
+
     /// A KiB field of the process's `/proc/PID/status` (`VmRSS`, `VmHWM`,
     /// `RssAnon`...), while it runs.
     pub fn status_kib(&self, field: &str) -> Option<u64> {

@@ -3,6 +3,7 @@
 //! its line program run once for all of them, strings read where referenced.
 //! Everything read is dropped when [`frames`] returns.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
@@ -21,8 +22,8 @@ type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
 
 /// First read of an abbreviation table; doubled until it parses.
 const ABBREV_WINDOW: u64 = 4 * 1024;
-/// First read of a range list (most hold a few 16-byte pairs).
-const RANGES_WINDOW: u64 = 256;
+/// Bytes of range lists read at once, kept while the unit is read.
+const RANGES_CHUNK: u64 = 64 * 1024;
 /// Unit headers walked to find the unit a reference lands in.
 const MAX_HEADER_STEPS: u32 = 256;
 /// Bytes read at a DIE of another unit (one DIE's attributes).
@@ -167,6 +168,8 @@ struct Unit<'a> {
     /// their unit's offset, and what they count against the budget.
     foreign: HashMap<u64, Rc<gimli::Abbreviations>>,
     foreign_cost: u64,
+    /// The last [`RANGES_CHUNK`] of range lists read, and where it starts.
+    ranges_chunk: RefCell<Option<(u64, Vec<u8>)>>,
 }
 
 /// Reads `len` bytes of `section` at `offset`, doubling the read from
@@ -319,8 +322,11 @@ fn read_unit<'a>(
         PARSED_FACTOR,
         |window| abbreviations(window, elf.endian),
     )?;
-    // The parsed table outlives the window: count it until the unit is done.
-    let abbrev_cost = window.saturating_mul(PARSED_FACTOR);
+    // The parsed abbreviations outlive their window, and a chunk of range
+    // lists is kept: both count until the unit is done.
+    let abbrev_cost = window
+        .saturating_mul(PARSED_FACTOR)
+        .saturating_add(RANGES_CHUNK);
     if !budget.reserve(abbrev_cost) {
         return Err(Skipped::Budget {
             needed: abbrev_cost,
@@ -338,6 +344,7 @@ fn read_unit<'a>(
         starts,
         foreign: HashMap::new(),
         foreign_cost: 0,
+        ranges_chunk: RefCell::new(None),
     };
     let result = unit.frames(addresses, budget);
     budget.release(abbrev_cost.saturating_add(unit.foreign_cost));
@@ -351,12 +358,17 @@ impl<'a> Unit<'a> {
         let mut comp_dir: Option<Vec<u8>> = None;
         let mut comp_name: Option<Vec<u8>> = None;
         {
-            let mut cursor = self.header.entries(&self.abbrevs);
-            let Some(root) = cursor.next_dfs()? else {
+            // Raw entries: most DIEs (types, variables, lexical blocks) are
+            // skipped without building their attribute lists.
+            let mut raw = self.header.entries_raw(&self.abbrevs, None)?;
+            let Some(root) = raw.read_abbreviation()? else {
                 return Ok(Vec::new());
             };
-            let root = root.clone();
-            for attr in root.attrs() {
+            let mut root_attrs = Vec::with_capacity(root.attributes().len());
+            for spec in root.attributes() {
+                root_attrs.push(raw.read_attribute(*spec)?);
+            }
+            for attr in &root_attrs {
                 match (attr.name(), attr.value()) {
                     (dw::DW_AT_str_offsets_base, AttributeValue::DebugStrOffsetsBase(b)) => {
                         self.str_offsets_base = b.0 as u64;
@@ -370,7 +382,7 @@ impl<'a> Unit<'a> {
                     _ => {}
                 }
             }
-            for attr in root.attrs() {
+            for attr in &root_attrs {
                 match (attr.name(), attr.value()) {
                     (dw::DW_AT_low_pc, value) => {
                         self.base_address = self.address(value).unwrap_or(0);
@@ -386,23 +398,50 @@ impl<'a> Unit<'a> {
             let mut open: Vec<(isize, Vec<usize>)> = Vec::new();
             // Below a function holding none of the addresses, nothing can.
             let mut skip_below: Option<isize> = None;
-            while let Some(entry) = cursor.next_dfs()? {
-                let depth = entry.depth();
-                if let Some(limit) = skip_below {
-                    if depth > limit {
-                        continue;
-                    }
+            while !raw.is_empty() {
+                let depth = raw.next_depth();
+                let die = raw.next_offset();
+                let Some(abbrev) = raw.read_abbreviation()? else {
+                    continue; // the end of a list of children
+                };
+                let tag = abbrev.tag();
+                let function = tag == dw::DW_TAG_subprogram || tag == dw::DW_TAG_inlined_subroutine;
+                let skipped = skip_below.is_some_and(|limit| depth > limit);
+                if !skipped {
                     skip_below = None;
+                }
+                if skipped || !function {
+                    raw.skip_attributes(abbrev.attributes())?;
+                    continue;
+                }
+                let (mut low, mut high, mut list) = (None, None, None);
+                let (mut call_file, mut call_line) = (0, 0);
+                for spec in abbrev.attributes() {
+                    let attr = raw.read_attribute(*spec)?;
+                    match attr.name() {
+                        dw::DW_AT_low_pc => low = Some(attr.value()),
+                        dw::DW_AT_high_pc => high = Some(attr.value()),
+                        dw::DW_AT_ranges => list = Some(attr.value()),
+                        dw::DW_AT_call_file => {
+                            call_file = match attr.value() {
+                                AttributeValue::FileIndex(index) => index,
+                                value => value.udata_value().unwrap_or(0),
+                            };
+                        }
+                        dw::DW_AT_call_line => {
+                            call_line = attr
+                                .udata_value()
+                                .and_then(|l| u32::try_from(l).ok())
+                                .unwrap_or(0);
+                        }
+                        _ => {}
+                    }
                 }
                 while open.last().is_some_and(|(d, _)| *d >= depth) {
                     open.pop();
                 }
-                let tag = entry.tag();
-                if tag != dw::DW_TAG_subprogram && tag != dw::DW_TAG_inlined_subroutine {
-                    continue;
-                }
                 let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
-                let ranges = match self.ranges(entry, budget) {
+                let ranges = match self.ranges(low, high, list) {
                     Ok(ranges) => ranges,
                     // A range list the reader cannot follow (DWARF 5 forms
                     // through `.debug_addr`): that function is not found
@@ -427,24 +466,10 @@ impl<'a> Unit<'a> {
                     skip_below = Some(depth);
                     continue;
                 }
-                let (call_file, call_line) = if tag == dw::DW_TAG_inlined_subroutine {
-                    (
-                        match entry.attr_value(dw::DW_AT_call_file) {
-                            Some(AttributeValue::FileIndex(index)) => index,
-                            Some(value) => value.udata_value().unwrap_or(0),
-                            None => 0,
-                        },
-                        entry
-                            .attr_value(dw::DW_AT_call_line)
-                            .and_then(|v| v.udata_value())
-                            .and_then(|l| u32::try_from(l).ok())
-                            .unwrap_or(0),
-                    )
-                } else {
-                    (0, 0)
-                };
+                if tag != dw::DW_TAG_inlined_subroutine {
+                    (call_file, call_line) = (0, 0);
+                }
                 let low = ranges.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
-                let die = entry.offset();
                 for &i in &held {
                     if let Some(chain) = chains.get_mut(i) {
                         if tag == dw::DW_TAG_subprogram {
@@ -459,7 +484,7 @@ impl<'a> Unit<'a> {
                         });
                     }
                 }
-                if entry.has_children() {
+                if abbrev.has_children() {
                     open.push((depth, held));
                 }
             }
@@ -716,20 +741,11 @@ impl<'a> Unit<'a> {
     /// The address ranges of a function or inlined call.
     fn ranges(
         &self,
-        entry: &DebuggingInformationEntry<Slice<'a>>,
-        budget: &mut Budget,
+        low: Option<AttributeValue<Slice<'a>>>,
+        high: Option<AttributeValue<Slice<'a>>>,
+        list: Option<AttributeValue<Slice<'a>>>,
     ) -> Result<Vec<(u64, u64)>, Skipped> {
-        let mut low = None;
-        let mut high = None;
-        let mut list = None;
-        for attr in entry.attrs() {
-            match attr.name() {
-                dw::DW_AT_low_pc => low = self.address(attr.value()),
-                dw::DW_AT_high_pc => high = Some(attr.value()),
-                dw::DW_AT_ranges => list = Some(attr.value()),
-                _ => {}
-            }
-        }
+        let low = low.and_then(|value| self.address(value));
         if let (Some(low), Some(high)) = (low, high) {
             let high = match high {
                 AttributeValue::Udata(len) => low.saturating_add(len),
@@ -771,43 +787,50 @@ impl<'a> Unit<'a> {
         let endian = self.elf.endian;
         let base = self.base_address;
         let empty_addr = DebugAddr::from(EndianSlice::new(&[], endian));
-        let (ranges, _) = windowed(
-            self.elf,
-            section,
-            offset,
-            RANGES_WINDOW,
-            budget,
-            1,
-            |window| {
-                let slice = EndianSlice::new(window, endian);
-                let lists = if v4 {
-                    RangeLists::new(
-                        DebugRanges::from(slice),
-                        DebugRngLists::from(EndianSlice::new(&[], endian)),
-                    )
-                } else {
-                    RangeLists::new(
-                        DebugRanges::from(EndianSlice::new(&[], endian)),
-                        DebugRngLists::from(slice),
-                    )
-                };
-                let mut iter = lists.ranges(
-                    RangeListsOffset(0),
-                    encoding,
-                    base,
-                    &empty_addr,
-                    DebugAddrBase(0),
-                )?;
-                let mut out = Vec::new();
-                while let Some(range) = iter.next()? {
-                    if range.begin != 0 && range.begin < range.end {
-                        out.push((range.begin, range.end));
-                    }
+        let parse = |window: &[u8]| -> gimli::Result<Vec<(u64, u64)>> {
+            let slice = EndianSlice::new(window, endian);
+            let empty = EndianSlice::new(&[], endian);
+            let lists = if v4 {
+                RangeLists::new(DebugRanges::from(slice), DebugRngLists::from(empty))
+            } else {
+                RangeLists::new(DebugRanges::from(empty), DebugRngLists::from(slice))
+            };
+            let mut iter = lists.ranges(
+                RangeListsOffset(0),
+                encoding,
+                base,
+                &empty_addr,
+                DebugAddrBase(0),
+            )?;
+            let mut out = Vec::new();
+            while let Some(range) = iter.next()? {
+                if range.begin != 0 && range.begin < range.end {
+                    out.push((range.begin, range.end));
                 }
-                Ok(out)
-            },
-        )?;
-        Ok(ranges)
+            }
+            Ok(out)
+        };
+        // A unit's range lists sit together: one chunk read serves most of
+        // them (thousands of small reads otherwise).
+        let mut chunk = self.ranges_chunk.borrow_mut();
+        loop {
+            let cached = chunk.as_ref().and_then(|(start, bytes)| {
+                let at = usize::try_from(offset.checked_sub(*start)?).ok()?;
+                bytes.get(at..).filter(|rest| !rest.is_empty())
+            });
+            let Some(window) = cached else {
+                *chunk = Some((offset, self.elf.read(section, offset, RANGES_CHUNK)?));
+                let Some((_, bytes)) = chunk.as_ref() else {
+                    return Ok(Vec::new());
+                };
+                return Ok(parse(bytes)?);
+            };
+            match parse(window) {
+                // Cut by the chunk's end: read a chunk from this list on.
+                Err(gimli::Error::UnexpectedEof(_)) => *chunk = None,
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// Runs the unit's line program once: the row covering each address,
