@@ -21,7 +21,11 @@
 //! After the 1st and the 10th: peak RSS (`VmHWM`) added over the disabled
 //! process, and the time from the body's return to the response's arrival
 //! (the profile is built, gzipped and written before the response under
-//! plain `lambda_runtime::run`), added over the disabled process.
+//! plain `lambda_runtime::run`), added over the disabled process; the
+//! process CPU time each invocation used (`/proc/PID/task/*/schedstat`),
+//! added likewise, which a loaded machine makes noisy (the handler's busy
+//! loop runs for wall time); and whether the last `wall` profile names the
+//! awaited async fn.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::path::{Path, PathBuf};
