@@ -540,3 +540,139 @@ fn profiles_of_different_modes_are_not_merged_and_the_message_says_why() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn flamegraph_writes_an_svg_naming_the_handlers_functions_off_cpu_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("flame.svg");
+    ok(&cli(&[
+        "flamegraph",
+        "--function",
+        "checkout",
+        "-o",
+        svg.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<?xml") && text.contains("<svg"), "an SVG");
+    for name in [
+        "fixture_function::fixture_hot_loop",
+        "fixture_function::respond",
+        "[invocation future]",
+    ] {
+        assert!(text.contains(name), "{name} is drawn");
+    }
+    // Off-CPU leaves are named apart and drawn in their own colour.
+    assert!(text.contains("[off-CPU]"), "an off-CPU frame");
+    assert!(text.contains("fill=\"rgb(91,143,217)\""), "in blue");
+
+    let cpu = dir.path().join("cpu.svg");
+    ok(&cli(&[
+        "flamegraph",
+        "--sample-index",
+        "cpu",
+        "-o",
+        cpu.to_str().unwrap(),
+    ]));
+    let text = std::fs::read_to_string(&cpu).unwrap();
+    assert!(text.contains("fixture_hot_loop") && !text.contains("[off-CPU]"));
+}
+
+/// The delta columns (flat Δ, cum Δ) of `diff`'s table, by name.
+fn deltas(table: &str) -> Vec<(String, String, String)> {
+    table
+        .lines()
+        .skip(2)
+        .map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols[5..].join(" "), cols[0].to_owned(), cols[1].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn diff_of_a_set_against_itself_is_all_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("diff.svg");
+    let table = ok(&cli(&[
+        "diff",
+        "--base",
+        "function=payment",
+        "--target",
+        "function=payment",
+        "-n",
+        "1000",
+        "-o",
+        svg.to_str().unwrap(),
+    ]));
+    assert!(table.starts_with("per invocation: base "), "{table}");
+    assert!(
+        table.lines().next().unwrap().ends_with("delta 0"),
+        "{table}"
+    );
+    let rows = deltas(&table);
+    assert!(
+        rows.iter()
+            .any(|(name, _, _)| name.contains("fixture_hot_loop")),
+        "{table}"
+    );
+    for (name, flat, cum) in &rows {
+        assert_eq!((flat.as_str(), cum.as_str()), ("0", "0"), "{name}");
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("fixture_hot_loop"));
+
+    // Files work as a side too, and different invocations differ.
+    let output_dir = world().output_dir.to_str().unwrap();
+    let table = ok(&cli(&[
+        "diff",
+        "--base",
+        output_dir,
+        "--target",
+        "function=checkout",
+        "-n",
+        "1000",
+    ]));
+    assert!(table.contains("(3 profiles), target"), "{table}");
+    assert!(
+        deltas(&table).iter().any(|(_, flat, _)| flat != "0"),
+        "{table}"
+    );
+}
+
+#[test]
+fn top_focus_keeps_the_matching_stacks_and_cum_sorts_by_cumulative() {
+    let table = ok(&cli(&[
+        "top",
+        "--focus",
+        "fixture_hot_loop$",
+        "--cum",
+        "-n",
+        "1000",
+    ]));
+    let rows = parse_go_top(&table);
+    let cum = |name: &str| rows.get(name).map(|r| r.1);
+    let hot = cum("fixture_function::fixture_hot_loop").unwrap();
+    assert!(hot > 0.0, "{table}");
+    // Every kept sample passes through the hot loop, so its callers add up
+    // to it, not more.
+    assert_eq!(cum("[invocation future]"), Some(hot), "{table}");
+    assert!(
+        !table.contains("Waker::clone"),
+        "off-CPU stacks dropped: {table}"
+    );
+    let cums: Vec<f64> = table
+        .lines()
+        .skip(2)
+        .map(|l| {
+            parse_go_top(&format!("flat\n{l}"))
+                .into_values()
+                .next()
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert!(
+        cums.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by cum: {table}"
+    );
+}
