@@ -676,3 +676,109 @@ fn top_focus_keeps_the_matching_stacks_and_cum_sorts_by_cumulative() {
         "sorted by cum: {table}"
     );
 }
+
+/// One invocation of the fixture with `symbolize` as given, written under
+/// `dir`; returns the profile's path.
+async fn profile_of_one_run(dir: &Path, symbolize: bool, seq: u32) -> PathBuf {
+    let api = RuntimeApi::start().await.unwrap();
+    let mut function = Launch::new(fixture(), &api.endpoint())
+        .env("XRAYPROFILE_OUTPUT_DIR", dir.to_str().unwrap())
+        .env(
+            "XRAYPROFILE_SYMBOLIZE",
+            if symbolize { "true" } else { "false" },
+        )
+        .spawn()
+        .unwrap();
+    let id = request_id(1000 + seq);
+    let outcome = invoke(
+        &api,
+        &id,
+        Some(trace_header(seq, 0)),
+        json!({ "spin_ms": 300 }),
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Response(_)), "{outcome:?}");
+    function.kill().await;
+    dir.join(PREFIX)
+        .join(trace_root(seq, 0))
+        .join(format!("{id}.pprof"))
+}
+
+/// The `n` functions with the most cumulative CPU time, synthetic frames
+/// (`[...]`) and addresses left out.
+fn top_cum(file: &Path, n: usize) -> Vec<String> {
+    let table = ok(&cli(&[
+        "top",
+        "--sample-index",
+        "cpu",
+        "--cum",
+        "-n",
+        "1000",
+        file.to_str().unwrap(),
+    ]));
+    table
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .filter(|name| !name.starts_with('[') && !name.starts_with("0x"))
+        .take(n)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbolize_gives_the_names_of_the_symbolized_profile_and_refuses_another_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = profile_of_one_run(dir.path(), true, 31).await;
+    let addresses = profile_of_one_run(dir.path(), false, 32).await;
+    let before = pprof_view::decode(&std::fs::read(&addresses).unwrap()).unwrap();
+    assert!(
+        !pprof_view::function_names(&before)
+            .iter()
+            .any(|n| n.contains("fixture_hot_loop")),
+        "address-level: no names yet"
+    );
+
+    let fixture = fixture().to_str().unwrap();
+    let run = cli(&[
+        "symbolize",
+        "--binary",
+        fixture,
+        addresses.to_str().unwrap(),
+    ]);
+    ok(&run);
+    let symbolized = addresses.with_file_name(format!(
+        "{}.symbolized.pprof",
+        addresses.file_stem().unwrap().to_str().unwrap()
+    ));
+    let expected = top_cum(&named, 6);
+    assert!(
+        expected
+            .iter()
+            .any(|n| n == "fixture_function::fixture_hot_loop"),
+        "{expected:?}"
+    );
+    let got = top_cum(&symbolized, 1000);
+    for name in &expected {
+        assert!(
+            got.contains(name),
+            "{name} missing from the symbolized profile: {got:?}"
+        );
+    }
+
+    // Another binary's build ID matches no mapping: refused, nothing written.
+    let other = env!("CARGO_BIN_EXE_fixture_wall");
+    let out = tempfile::tempdir().unwrap();
+    let err = failed(&cli(&[
+        "symbolize",
+        "--binary",
+        other,
+        "-o",
+        out.path().to_str().unwrap(),
+        addresses.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("has GNU build ID") && err.contains("no mapping has it"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none());
+}
