@@ -269,6 +269,7 @@ fn a_local_directory_gives_the_same_fields_as_s3_metadata() {
         rows.iter()
             .map(|r| {
                 json!([
+                    r["time"],
                     r["function"],
                     r["trace_id"],
                     r["request_id"],

@@ -40,7 +40,7 @@ pub(crate) async fn run(select: &Select, output: &Path) -> CliResult<()> {
     source
         .read_all(&wanted, select.jobs, |entry, bytes| {
             let path = destination(output, entry).unwrap_or_else(|| output.join("unnamed.pprof"));
-            write(&path, &bytes)?;
+            write(&path, &bytes, entry.written)?;
             written += 1;
             Ok(())
         })
@@ -87,8 +87,9 @@ fn already_there(path: &Path, entry: &Entry) -> bool {
 }
 
 /// Writes through a temporary name, so a fetch cut short never leaves a
-/// partial file that looks complete.
-fn write(path: &Path, bytes: &[u8]) -> CliResult<()> {
+/// partial file that looks complete; the file's mtime is when the profile
+/// was written, so `list --dir` shows the same times as S3.
+fn write(path: &Path, bytes: &[u8], written: std::time::SystemTime) -> CliResult<()> {
     let fail = |e: std::io::Error| {
         CliError::new(format!(
             "cannot write `{}`: {e}; check that the output directory is writable",
@@ -100,5 +101,10 @@ fn write(path: &Path, bytes: &[u8]) -> CliResult<()> {
     }
     let partial = path.with_extension("pprof.partial");
     std::fs::write(&partial, bytes).map_err(fail)?;
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .and_then(|f| f.set_modified(written))
+        .map_err(fail)?;
     std::fs::rename(&partial, path).map_err(fail)
 }

@@ -75,6 +75,15 @@ impl Filter {
         trace && function && time && outcome && min && max
     }
 
+    /// Whether a condition needs more than the key (trace root, request ID)
+    /// and the write time: the function, outcome or duration.
+    pub(crate) fn needs_metadata(&self) -> bool {
+        self.function.is_some()
+            || self.outcome.is_some()
+            || self.min_duration.is_some()
+            || self.max_duration.is_some()
+    }
+
     /// Whether any condition is set.
     pub(crate) fn is_set(&self) -> bool {
         self.trace.is_some()

@@ -51,7 +51,7 @@ fn time(at: SystemTime) -> String {
 /// The source cannot be opened or listed, or standard output is closed.
 pub(crate) async fn run(select: &Select, json: bool, out: &mut dyn Write) -> CliResult<()> {
     let source = Source::open(&[], select.dir.as_ref(), &select.s3()).await?;
-    let entries = source.select(&select.filter.filter()).await?;
+    let entries = source.select(&select.filter.filter(), true).await?;
     let rows: Vec<Row<'_>> = entries.iter().map(Row::new).collect();
     let written = if json {
         serde_json::to_writer_pretty(&mut *out, &rows)

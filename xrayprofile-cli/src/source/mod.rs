@@ -77,14 +77,20 @@ impl Source {
     }
 
     /// The profiles `filter` accepts, newest first (then by key). Files that
-    /// are not profiles are skipped with a warning.
+    /// are not profiles are skipped with a warning. In S3, each object's
+    /// metadata costs a `HeadObject`: it is read when `all_fields` asks for
+    /// it or the filter needs it (the trace root and request ID come from
+    /// the key).
     ///
     /// # Errors
     /// When the source cannot be listed.
-    pub(crate) async fn select(&self, filter: &Filter) -> CliResult<Vec<Entry>> {
+    pub(crate) async fn select(&self, filter: &Filter, all_fields: bool) -> CliResult<Vec<Entry>> {
         let mut entries = match self {
             Source::Local(paths) => local::list(paths)?,
-            Source::S3(s3) => s3.list(filter).await?,
+            Source::S3(s3) => {
+                s3.list(filter, all_fields || filter.needs_metadata())
+                    .await?
+            }
         };
         entries.retain(|e| filter.accepts(&e.info, e.written));
         entries.sort_by(|a, b| b.written.cmp(&a.written).then_with(|| a.key.cmp(&b.key)));
@@ -97,7 +103,7 @@ impl Source {
     /// # Errors
     /// As [`Source::select`], and when nothing is selected.
     pub(crate) async fn select_some(&self, filter: &Filter) -> CliResult<Vec<Entry>> {
-        let entries = self.select(filter).await?;
+        let entries = self.select(filter, false).await?;
         if entries.is_empty() {
             return Err(CliError::new(format!(
                 "no profiles {} in {}; widen the filters (`xrayprofile list` shows what there is)",

@@ -76,12 +76,13 @@ impl S3Source {
     }
 
     /// Lists the objects under the prefix (under `{prefix}{trace}/` when the
-    /// filter names a trace), page by page, and reads each one's metadata
-    /// with `HeadObject` unless the time filter already rules it out.
+    /// filter names a trace), page by page, and, with `metadata`, reads each
+    /// one's metadata with `HeadObject` unless the time filter already rules
+    /// it out.
     ///
     /// # Errors
     /// The bucket does not exist or the caller may not list it.
-    pub(super) async fn list(&self, filter: &Filter) -> CliResult<Vec<Entry>> {
+    pub(super) async fn list(&self, filter: &Filter, metadata: bool) -> CliResult<Vec<Entry>> {
         let prefix = match &filter.trace {
             Some(trace) => format!("{}{trace}/", self.prefix),
             None => self.prefix.clone(),
@@ -125,7 +126,9 @@ impl S3Source {
             }
         }
         spinner.finish_and_clear();
-        self.head_all(&mut entries).await?;
+        if metadata {
+            self.head_all(&mut entries).await?;
+        }
         Ok(entries)
     }
 
