@@ -14,7 +14,6 @@
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -45,13 +44,9 @@ fn peak_kib(pid: u32) -> Option<u64> {
 /// child's mm is a copy of until its `exec`.
 fn measure(args: &[&str], env: &[(&str, String)]) -> (Duration, u64) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xrayprofile_cli"))
+    let binary = Path::new(env!("CARGO_BIN_EXE_xrayprofile_cli"));
+    let mut child = xrayprofile_tests::cli::command(binary, env)
         .args(args)
-        .env_clear()
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -206,17 +201,7 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let env = |prefix: &str| {
-        vec![
-            ("AWS_ENDPOINT_URL_S3", s3.endpoint()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("XRAYPROFILE_S3_BUCKET", BUCKET.to_owned()),
-            ("XRAYPROFILE_S3_PREFIX", prefix.to_owned()),
-            ("XRAYPROFILE_S3_FORCE_PATH_STYLE", "true".to_owned()),
-        ]
-    };
+    let env = |prefix: &str| xrayprofile_tests::cli::s3_env(&s3.endpoint(), BUCKET, prefix);
     let merged = work.path().join("merged.pb.gz");
     let merged = merged.to_str().unwrap();
     println!("C1 the command line ({RUNS} runs each, as a child process)");

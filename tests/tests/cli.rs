@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use xrayprofile_tests::function::Launch;
 use xrayprofile_tests::harness::{BUCKET, PREFIX, invoke, request_id};
 use xrayprofile_tests::runtime_api::{Outcome, RuntimeApi};
-use xrayprofile_tests::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+use xrayprofile_tests::s3_server::S3Server;
 use xrayprofile_tests::{pprof_view, trace_header, trace_root};
 
 /// The functions that upload to S3.
@@ -128,25 +128,13 @@ fn cli(args: &[&str]) -> Output {
 }
 
 fn s3_env() -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL_S3", world().endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", xrayprofile_tests::REGION.to_owned()),
-        ("XRAYPROFILE_S3_BUCKET", BUCKET.to_owned()),
-        ("XRAYPROFILE_S3_PREFIX", PREFIX.to_owned()),
-        ("XRAYPROFILE_S3_FORCE_PATH_STYLE", "true".to_owned()),
-    ]
+    xrayprofile_tests::cli::s3_env(&world().endpoint, BUCKET, PREFIX)
 }
 
 fn cli_env(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xrayprofile_cli"))
+    let binary = Path::new(env!("CARGO_BIN_EXE_xrayprofile_cli"));
+    xrayprofile_tests::cli::command(binary, env)
         .args(args)
-        .env_clear()
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
 }
