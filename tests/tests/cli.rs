@@ -318,10 +318,19 @@ fn merge_totals_equal_the_sum_of_the_inputs_per_sample_type_labels_kept() {
     let expected: BTreeSet<String> = inputs.iter().flat_map(requests).collect();
     assert_eq!(requests(&merged), expected);
     assert_eq!(expected.len(), 6);
-    // Deduplicated tables: every function name once.
-    let names = pprof_view::function_names(&merged);
-    let distinct: BTreeSet<&String> = names.iter().collect();
-    assert_eq!(distinct.len(), names.len());
+    // Deduplicated tables: each function (name, system name, file, start
+    // line; one demangled name can have several) and each string once, and
+    // fewer functions than the inputs hold together.
+    let functions: BTreeSet<_> = merged
+        .function
+        .iter()
+        .map(|f| (f.name, f.system_name, f.filename, f.start_line))
+        .collect();
+    assert_eq!(functions.len(), merged.function.len());
+    let strings: BTreeSet<&String> = merged.string_table.iter().collect();
+    assert_eq!(strings.len(), merged.string_table.len());
+    let input_functions: usize = inputs.iter().map(|p| p.function.len()).sum();
+    assert!(merged.function.len() < input_functions);
 }
 
 /// `flat` and `cum` per function from `go tool pprof -top` output, in

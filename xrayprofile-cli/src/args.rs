@@ -12,7 +12,7 @@ use crate::source::S3Options;
 /// Find, fetch, merge, compare and read the profiles xrayprofile writes, in
 /// S3 or in a local directory. No Go toolchain needed.
 #[derive(Debug, Parser)]
-#[command(name = "xrayprofile", version)]
+#[command(name = "xrayprofile", bin_name = "xrayprofile", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
