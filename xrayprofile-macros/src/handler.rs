@@ -5,6 +5,7 @@
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{format_ident, quote};
+use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, FnArg, Ident, Pat, PatIdent, PatType, Signature, Visibility, braced};
 
@@ -31,7 +32,16 @@ impl Parse for HandlerFn {
         let sig = input.parse()?;
         let content;
         let brace = braced!(content in input);
-        let inner_attrs = content.call(Attribute::parse_inner)?;
+        // A malformed `#![...]` is part of the body too: it stays in the
+        // tokens, for rustc to report.
+        let attempt = content.fork();
+        let inner_attrs = match attempt.call(Attribute::parse_inner) {
+            Ok(attrs) => {
+                content.advance_to(&attempt);
+                attrs
+            }
+            Err(_) => Vec::new(),
+        };
         let statements: TokenStream = content.parse()?;
         let mut body = Group::new(Delimiter::Brace, statements);
         body.set_span(brace.span.join());
@@ -149,5 +159,40 @@ fn check_signature(item: &HandlerFn, diag: &mut Diag) {
             sig.fn_token,
             "`#[xrayprofile]` wraps async handlers only; write `async fn`",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> syn::Result<HandlerFn> {
+        syn::parse_str(src)
+    }
+
+    #[test]
+    fn the_body_is_kept_as_tokens_even_when_it_does_not_parse() {
+        let item = parse("async fn h(e: E) -> R { let x = e.payload.; Ok(x) }").unwrap();
+        assert_eq!(item.sig.ident, "h");
+        assert!(item.inner_attrs.is_empty());
+        let body = item.body.stream().to_string();
+        assert!(body.contains("e . payload ."), "{body}");
+    }
+
+    #[test]
+    fn inner_attributes_are_lifted_and_malformed_ones_stay_in_the_body() {
+        let item = parse("async fn h(e: E) { #![allow(unused)] let _ = e; }").unwrap();
+        assert_eq!(item.inner_attrs.len(), 1);
+        assert!(!item.body.stream().to_string().contains("allow"));
+        let item = parse("async fn h(e: E) { #![= 1] let _ = e; }").unwrap();
+        assert!(item.inner_attrs.is_empty());
+        assert!(item.body.stream().to_string().starts_with('#'));
+    }
+
+    #[test]
+    fn an_item_that_is_not_a_fn_with_a_body_does_not_parse() {
+        for src in ["struct Handler;", "async fn h(e: E);", "fn"] {
+            assert!(parse(src).is_err(), "{src}");
+        }
     }
 }
