@@ -68,11 +68,8 @@ impl Profiling {
 
     /// Stops, symbolizes and encodes, as a sampled invocation does after the
     /// handler returns.
-    ///
-    /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish(self) -> Result<Encoded, String> {
-        Ok(encode(report::build(self.0.stop(), Detail::Names, None)))
+    pub fn finish(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Names, None))
     }
 
     /// Runs `future` as a sampled invocation in the default `wall` mode
@@ -81,7 +78,7 @@ impl Profiling {
     /// (what the caller waits for) and the encoded profile.
     ///
     /// # Errors
-    /// The profiler's or encoder's error, as text, or the future's panic.
+    /// The future's panic, as text.
     pub async fn wall<F: Future>(
         self,
         future: F,
@@ -119,15 +116,8 @@ impl Profiling {
 
     /// Like [`Profiling::finish`], writing an address-level profile
     /// (`XRAYPROFILE_SYMBOLIZE=false`) instead of names.
-    ///
-    /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish_addresses(self) -> Result<Encoded, String> {
-        Ok(encode(report::build(
-            self.0.stop(),
-            Detail::Addresses,
-            None,
-        )))
+    pub fn finish_addresses(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Addresses, None))
     }
 }
 

@@ -73,7 +73,7 @@ pub(crate) fn resolve(ctx: &Context, settings: &Settings<'static>) -> Option<Des
         (None, Some(region)) => {
             let bucket = default_bucket(account, region);
             // The region is checked by config; this guards the whole name.
-            if let Some(problem) = config::bucket_name_problem(&bucket) {
+            if let Some(problem) = config::bucket_problem(&bucket) {
                 tracing::warn!(bucket = ?untrusted::truncate_for_log(&bucket), "not profiled: the default bucket name {problem}; set XRAYPROFILE_S3_BUCKET");
                 return None;
             }

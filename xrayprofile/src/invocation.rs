@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use lambda_runtime::Context;
 
-use crate::config::{Defaults, Mode, Overrides, Settings};
+use crate::config::{Mode, Overrides, Settings, Site};
 use crate::deferred;
 use crate::destination::{self, Destination};
 use crate::handler::{HandlerOutput, Invocation};
@@ -28,39 +28,6 @@ use crate::trace::TraceRoot;
 use crate::untrusted;
 use crate::upload::{self, PendingUpload, UploadJob};
 use crate::wall::{Observed, Recorder, Recording};
-
-/// One annotated handler: the values its attribute wrote. The macro puts one
-/// in a `static` per handler.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Site {
-    defaults: Defaults,
-}
-
-impl Site {
-    /// The attribute's values; `None` where it was silent. A `max_per_minute`
-    /// of `Some(0)` removes the cap; `symbolize` of `Some(false)` asks for
-    /// address-level profiles.
-    pub const fn new(
-        threshold: Option<u16>,
-        bucket: Option<&'static str>,
-        prefix: Option<&'static str>,
-        max_per_minute: Option<u32>,
-        mode: Option<Mode>,
-        symbolize: Option<bool>,
-    ) -> Site {
-        Site {
-            defaults: Defaults {
-                threshold,
-                bucket,
-                prefix,
-                max_per_minute,
-                mode,
-                symbolize,
-            },
-        }
-    }
-}
 
 /// What was decided for one invocation before its body runs.
 #[doc(hidden)]
@@ -92,7 +59,7 @@ impl Wrapper {
             tracing::debug!("not profiled: the handler's first argument carries no Lambda context");
             return Wrapper { plan: None };
         };
-        let settings = Overrides::get().settings(&site.defaults);
+        let settings = Overrides::get().settings(site);
         Wrapper {
             plan: plan(ctx, settings).map(Box::new),
         }

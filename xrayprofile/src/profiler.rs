@@ -65,6 +65,7 @@ impl ActiveProfile {
     ///
     /// # Errors
     /// As [`ActiveProfile::start_for`].
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn start() -> Result<ActiveProfile, ProfileError> {
         ActiveProfile::start_for(Detail::Names)
     }
@@ -83,11 +84,12 @@ impl ActiveProfile {
     }
 
     /// [`ActiveProfile::start`] without the background warm-up: the cold
-    /// cache is parsed after the handler returns. For the benchmark that
-    /// measures what the warm-up saves.
+    /// cache is parsed after the handler returns. For the tests, and the
+    /// benchmark that measures what the warm-up saves.
     ///
     /// # Errors
     /// As [`ActiveProfile::start_for`].
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn start_cold() -> Result<ActiveProfile, ProfileError> {
         ActiveProfile::start_warming(false)
     }

@@ -764,6 +764,7 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
 /// handler path as the ticker's: for the benchmark that prices the
 /// handler. False if no profile is running or the ticker does not watch
 /// this thread (yet).
+#[cfg(feature = "bench")]
 pub(crate) fn sample_this_thread() -> bool {
     let tid = current_tid();
     let owner = slot_owner(SESSION.load(Ordering::SeqCst), tid);

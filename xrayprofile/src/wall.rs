@@ -107,17 +107,21 @@ pub(crate) struct Recorder {
     charges: Charges,
     totals: Totals,
     budget: Budget,
-    policy: Policy,
+    /// Which polls are recorded instead of the budget's choice; only the
+    /// tests and benchmarks have one.
+    #[cfg(any(test, feature = "bench"))]
+    policy: Option<Policy>,
 }
 
-/// Which polls a [`Recorder`] records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which polls a [`Recorder`] records in place of the [`Budget`]'s choice:
+/// for the tests and the benchmarks that price the probe, never in a user's
+/// build.
+#[cfg(any(test, feature = "bench"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
-    /// The first [`FREE_RECORDINGS`], then those the [`Budget`] allows.
-    #[default]
-    Budgeted,
     /// Every poll, whatever it costs (the benchmark that prices a recorded
     /// poll).
+    #[cfg(feature = "bench")]
     EveryPoll,
     /// The first poll only (tests and the benchmark that prices timing).
     FirstPollOnly,
@@ -134,7 +138,9 @@ struct Budget {
     balance_ns: i64,
     earned_until: Option<Instant>,
     /// All it earned, and what it paid for recordings (for the tests).
+    #[cfg(test)]
     earned_ns: u64,
+    #[cfg(test)]
     recordings_ns: u64,
 }
 
@@ -151,7 +157,10 @@ impl Budget {
             self.balance_ns = self
                 .balance_ns
                 .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX));
-            self.earned_ns = self.earned_ns.saturating_add(earned);
+            #[cfg(test)]
+            {
+                self.earned_ns = self.earned_ns.saturating_add(earned);
+            }
         }
         since
     }
@@ -164,7 +173,10 @@ impl Budget {
 
     fn pay_recording(&mut self, ns: u64) {
         self.pay(ns);
-        self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        #[cfg(test)]
+        {
+            self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        }
     }
 
     fn allows_recording(&self) -> bool {
@@ -261,6 +273,7 @@ impl Totals {
     }
 
     /// Nanoseconds the budget counted per recorded poll for recording it.
+    #[cfg(feature = "bench")]
     pub(crate) fn recording_per_recorded_poll(&self) -> f64 {
         self.recording.as_secs_f64() * 1e9 / self.recorded_polls.max(1) as f64
     }
@@ -295,9 +308,10 @@ impl Recording {
 
 impl Recorder {
     /// A recorder that records the polls `policy` says.
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn with_policy(policy: Policy) -> Recorder {
         Recorder {
-            policy,
+            policy: Some(policy),
             ..Recorder::default()
         }
     }
@@ -319,10 +333,13 @@ impl Recorder {
         let since_last_poll = self.budget.earn(start);
         let free = self.totals.recorded_polls < FREE_RECORDINGS;
         let dense = since_last_poll.is_some_and(|since| since < DENSE_POLLS);
+        let record = free || (!dense && self.budget.allows_recording());
+        #[cfg(any(test, feature = "bench"))]
         let record = match self.policy {
-            Policy::Budgeted => free || (!dense && self.budget.allows_recording()),
-            Policy::EveryPoll => true,
-            Policy::FirstPollOnly => self.totals.polls == 0,
+            None => record,
+            #[cfg(feature = "bench")]
+            Some(Policy::EveryPoll) => true,
+            Some(Policy::FirstPollOnly) => self.totals.polls == 0,
         };
         // Polls that are not recorded get the task's own waker: leaves that
         // already hold it keep it (`will_wake`), so they pay nothing extra.

@@ -43,7 +43,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "bench")]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
@@ -341,6 +343,7 @@ pub(crate) const CHECK_EVERY: u32 = 1024;
 const CHECKED_FIRST: u32 = 16;
 
 /// Process-wide counts of the frame-pointer unwinder, for the benchmark.
+#[cfg(feature = "bench")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct FpCounts {
     /// Captures whose walk did not reach the wrapper's frame, unwound with
@@ -352,10 +355,23 @@ pub(crate) struct FpCounts {
     pub(crate) mismatches: u64,
 }
 
+/// The counts behind [`FpCounts`]; only a benchmark build keeps them.
+#[cfg(feature = "bench")]
 static FP_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "bench")]
 static FP_CHECKED: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "bench")]
 static FP_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
+/// Adds one to a benchmark count; nothing outside a benchmark build.
+macro_rules! count {
+    ($counter:ident) => {
+        #[cfg(feature = "bench")]
+        $counter.fetch_add(1, Ordering::Relaxed);
+    };
+}
+
+#[cfg(feature = "bench")]
 pub(crate) fn fp_counts() -> FpCounts {
     FpCounts {
         fallbacks: FP_FALLBACKS.load(Ordering::Relaxed),
@@ -366,6 +382,7 @@ pub(crate) fn fp_counts() -> FpCounts {
 
 /// For the benchmark that prices both unwinders in one process: with
 /// `false`, captures use DWARF until it is set again.
+#[cfg(feature = "bench")]
 pub(crate) fn set_frame_pointers(enabled: bool) {
     FP_ENABLED.store(enabled, Ordering::Relaxed);
 }
@@ -425,7 +442,7 @@ fn capture(start: Start, log: &mut PollLog, stack: &mut Vec<u64>) -> bool {
         // deeper than MAX_FRAMES): DWARF knows every frame.
         stack.clear();
         log.fp_fallbacks += 1;
-        FP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        count!(FP_FALLBACKS);
     }
     capture_dwarf(start.mark, log.root, stack)
 }
@@ -473,11 +490,11 @@ fn thread_stack() -> Option<(usize, usize)> {
 fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     let mut dwarf = Vec::with_capacity(stack.len());
     let reached = capture_dwarf(mark, root, &mut dwarf);
-    FP_CHECKED.fetch_add(1, Ordering::Relaxed);
+    count!(FP_CHECKED);
     if reached && dwarf == *stack {
         return true;
     }
-    FP_MISMATCHES.fetch_add(1, Ordering::Relaxed);
+    count!(FP_MISMATCHES);
     FP_ENABLED.store(false, Ordering::Relaxed);
     tracing::warn!(
         frame_pointer_frames = stack.len(),
