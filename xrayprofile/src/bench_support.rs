@@ -6,7 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, Detail, FinishedProfile, ProfileError};
+use crate::profiler::ActiveProfile;
+use crate::report::{self, FinishedProfile};
+use crate::symbolize::Detail;
 use crate::wall::{Observed, Policy, Recorder, probe};
 
 /// A running profile, as a sampled invocation starts it.
@@ -66,11 +68,8 @@ impl Profiling {
 
     /// Stops, symbolizes and encodes, as a sampled invocation does after the
     /// handler returns.
-    ///
-    /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish(self) -> Result<Encoded, String> {
-        encode(self.0.finish())
+    pub fn finish(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Names, None))
     }
 
     /// Runs `future` as a sampled invocation in the default `wall` mode
@@ -79,7 +78,7 @@ impl Profiling {
     /// (what the caller waits for) and the encoded profile.
     ///
     /// # Errors
-    /// The profiler's or encoder's error, as text, or the future's panic.
+    /// The future's panic, as text.
     pub async fn wall<F: Future>(
         self,
         future: F,
@@ -107,17 +106,18 @@ impl Profiling {
         let took = started.elapsed();
         let output = output.map_err(|_| "the future panicked".to_owned())?;
         let recording = recorder.finish();
-        let encoded = encode(self.0.finish_wall(Detail::Names, &recording))?;
+        let encoded = encode(report::build(
+            self.0.stop(),
+            Detail::Names,
+            Some(&recording),
+        ));
         Ok((output, took, encoded))
     }
 
     /// Like [`Profiling::finish`], writing an address-level profile
     /// (`XRAYPROFILE_SYMBOLIZE=false`) instead of names.
-    ///
-    /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish_addresses(self) -> Result<Encoded, String> {
-        encode(self.0.finish_with(Detail::Addresses))
+    pub fn finish_addresses(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Addresses, None))
     }
 }
 
@@ -125,7 +125,7 @@ impl Profiling {
 /// through the sampler's own signal and handler; false if it could not
 /// (no profile, or the sampler does not watch this thread yet).
 pub fn sample_this_thread() -> bool {
-    crate::profiler::sample_this_thread()
+    crate::sampler::sample_this_thread()
 }
 
 /// What the future of [`poll_cost`] does, `units` times.
@@ -319,8 +319,7 @@ fn nest(depth: u32, cx: &mut std::task::Context<'_>, clones: u32) -> u32 {
 }
 
 /// Encodes a finished profile as a sampled invocation stores it.
-fn encode(finished: Result<FinishedProfile, ProfileError>) -> Result<Encoded, String> {
-    let finished = finished.map_err(|err| err.to_string())?;
+fn encode(finished: FinishedProfile) -> Encoded {
     let identity = Identity {
         trace_id: "1-5759e988-bd862e3fe1be46a9942701f0",
         request_id: "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
@@ -328,10 +327,9 @@ fn encode(finished: Result<FinishedProfile, ProfileError>) -> Result<Encoded, St
         function_version: "$LATEST",
         outcome: "ok",
     };
-    let file = pprof_file::encode(finished.profile, finished.samples, &identity)
-        .map_err(|err| err.to_string())?;
-    Ok(Encoded {
+    let file = pprof_file::encode(finished.profile, finished.samples, &identity);
+    Encoded {
         gzipped: file.gzipped,
         samples: file.samples,
-    })
+    }
 }

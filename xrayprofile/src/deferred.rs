@@ -12,6 +12,13 @@
 //!    when the invocation has been answered and no upload is left
 //!    ([`wait_until_idle`]), bounded by the invocation's deadline.
 //!
+//! The extension pairs its INVOKE event with the runtime's invocation by
+//! request ID, not by counting: Runtime API emulators may send an INVOKE
+//! before the extension registered, none at all, or the same one twice, and
+//! a count shifted by one would release a later invocation before its upload
+//! ran (or hold one until its deadline). An INVOKE whose invocation the
+//! runtime never gets is settled once the runtime starts another one.
+//!
 //! Without [`crate::run`] nothing here is enabled and [`defer`] hands the
 //! job back, so the wrapper uploads inline as before; [`disable`] returns to
 //! that when the extension stops.
@@ -19,8 +26,8 @@
 //! At shutdown (SIGTERM) [`flush`] starts whatever still waits and gives the
 //! uploads a short budget, then names the profiles that did not make it.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -37,12 +44,14 @@ const MAX_PENDING_BYTES: usize = 16 << 20;
 /// The extension answers this long before the invocation deadline even if an
 /// upload is still running, so the invocation is never reported as timed out.
 const EXTENSION_MARGIN: Duration = Duration::from_millis(100);
+/// How long the extension waits when the deadline is unknown (an emulator
+/// sent one that cannot be real): Lambda's longest timeout.
+const UNKNOWN_DEADLINE_WAIT: Duration = Duration::from_secs(900);
+/// Answered request IDs remembered for an INVOKE that arrives after its
+/// response went out (or arrives twice); older ones are forgotten.
+const ANSWERED_KEPT: usize = 64;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Invocations whose response has been sent (the runtime layer's count).
-static ANSWERED: AtomicU64 = AtomicU64::new(0);
-/// INVOKE events the extension has received.
-static INVOKES_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// Jobs waiting for their response, and the keys of the uploads running.
 #[derive(Default)]
@@ -61,6 +70,48 @@ impl Queue {
         let waiting = self.waiting.iter().map(|j| j.key.to_string());
         waiting.chain(self.running.iter().cloned()).collect()
     }
+}
+
+/// What the runtime has done with its invocations, by request ID: what the
+/// extension pairs its INVOKE events with.
+#[derive(Default)]
+struct Invocations {
+    /// How many invocations the runtime has started.
+    started: u64,
+    /// Started and not yet answered.
+    in_flight: HashSet<String>,
+    /// Answered, newest last, at most [`ANSWERED_KEPT`].
+    answered: VecDeque<String>,
+}
+
+impl Invocations {
+    fn start(&mut self, request_id: &str) {
+        self.started = self.started.wrapping_add(1);
+        self.in_flight.insert(request_id.to_owned());
+    }
+
+    fn answer(&mut self, request_id: &str) {
+        self.in_flight.remove(request_id);
+        if self.answered.len() >= ANSWERED_KEPT {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(request_id.to_owned());
+    }
+
+    /// Whether the extension may stop waiting for `request_id`'s response,
+    /// given that the runtime had started `started_before` invocations when
+    /// the INVOKE event arrived: it has been answered, or the runtime has
+    /// since started another invocation while this one is not running (so
+    /// the runtime will never get it).
+    fn settled(&self, request_id: &str, started_before: u64) -> bool {
+        self.answered.iter().any(|id| id == request_id)
+            || (self.started != started_before && !self.in_flight.contains(request_id))
+    }
+}
+
+fn invocations() -> &'static Mutex<Invocations> {
+    static INVOCATIONS: OnceLock<Mutex<Invocations>> = OnceLock::new();
+    INVOCATIONS.get_or_init(Mutex::default)
 }
 
 fn queue() -> &'static Mutex<Queue> {
@@ -113,6 +164,15 @@ pub(crate) fn defer(job: PendingUpload) -> Option<PendingUpload> {
     None
 }
 
+/// The runtime has received the invocation `request_id` and calls the
+/// handler.
+pub(crate) fn invocation_started(request_id: &str) {
+    if let Ok(mut invocations) = invocations().lock() {
+        invocations.start(request_id);
+    }
+    bump();
+}
+
 /// The runtime has posted the response of `request_id`: start its uploads.
 pub(crate) fn response_sent(request_id: &str) {
     let ready: Vec<PendingUpload> = match queue().lock() {
@@ -127,7 +187,9 @@ pub(crate) fn response_sent(request_id: &str) {
         Err(_) => Vec::new(),
     };
     start(ready);
-    ANSWERED.fetch_add(1, Ordering::AcqRel);
+    if let Ok(mut invocations) = invocations().lock() {
+        invocations.answer(request_id);
+    }
     bump();
 }
 
@@ -175,17 +237,21 @@ pub(crate) async fn flush(budget: Duration) -> Vec<String> {
     queue().lock().map(|q| q.pending_keys()).unwrap_or_default()
 }
 
-/// The extension's answer to one INVOKE event: returns once that invocation
-/// has been answered and no upload is waiting or running, or when only
-/// [`EXTENSION_MARGIN`] is left before `deadline`.
-pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
-    let invocation = INVOKES_SEEN.fetch_add(1, Ordering::AcqRel) + 1;
+/// The extension's answer to the INVOKE event of `request_id`: returns once
+/// that invocation is settled ([`Invocations::settled`]) and no upload is
+/// waiting or running, or when only [`EXTENSION_MARGIN`] is left before
+/// `deadline` ([`UNKNOWN_DEADLINE_WAIT`] when it is unknown).
+pub(crate) async fn wait_until_idle(request_id: &str, deadline: Option<SystemTime>) {
     let mut changed = changes().subscribe();
+    let started_before = invocations().lock().map(|i| i.started).unwrap_or(0);
     let idle = async {
         loop {
-            let answered = ANSWERED.load(Ordering::Acquire) >= invocation;
+            let settled = invocations()
+                .lock()
+                .map(|i| i.settled(request_id, started_before))
+                .unwrap_or(true);
             let busy = queue().lock().map(|q| q.pending() > 0).unwrap_or(false);
-            if answered && !busy {
+            if settled && !busy {
                 return;
             }
             if changed.changed().await.is_err() {
@@ -193,16 +259,140 @@ pub(crate) async fn wait_until_idle(deadline: Option<SystemTime>) {
             }
         }
     };
-    let budget = deadline
-        .and_then(|d| d.duration_since(SystemTime::now()).ok())
-        .map_or(Duration::from_secs(900), |left| {
-            left.saturating_sub(EXTENSION_MARGIN)
-        });
+    let budget = deadline.map_or(UNKNOWN_DEADLINE_WAIT, |d| {
+        d.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(EXTENSION_MARGIN)
+    });
     if tokio::time::timeout(budget, idle).await.is_err() {
         let keys = queue().lock().map(|q| q.pending_keys()).unwrap_or_default();
-        tracing::warn!(
-            ?keys,
-            "the invocation deadline arrived with profile uploads still pending; they may be lost when Lambda freezes the environment; raise the function timeout"
-        );
+        if deadline.is_some() {
+            tracing::warn!(
+                request_id,
+                ?keys,
+                "the invocation deadline arrived with profile uploads still pending; they may be lost when Lambda freezes the environment; raise the function timeout"
+            );
+        } else {
+            tracing::warn!(
+                request_id,
+                ?keys,
+                "the xrayprofile extension stopped waiting for this invocation after {} s (its deadline is unknown, as emulators send); if uploads are listed, check the network path to S3",
+                UNKNOWN_DEADLINE_WAIT.as_secs()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The extension's side of one INVOKE event: what `wait_until_idle`
+    /// snapshots when the event arrives.
+    struct Invoke<'a> {
+        request_id: &'a str,
+        started_before: u64,
+    }
+
+    impl<'a> Invoke<'a> {
+        fn arrives(invocations: &Invocations, request_id: &'a str) -> Self {
+            Invoke {
+                request_id,
+                started_before: invocations.started,
+            }
+        }
+
+        fn settled(&self, invocations: &Invocations) -> bool {
+            invocations.settled(self.request_id, self.started_before)
+        }
+    }
+
+    #[test]
+    fn the_extension_waits_for_its_own_invocation() {
+        let mut runtime = Invocations::default();
+        let invoke = Invoke::arrives(&runtime, "a");
+        assert!(!invoke.settled(&runtime), "before the runtime got it");
+        runtime.start("a");
+        assert!(!invoke.settled(&runtime), "while the handler runs");
+        runtime.answer("a");
+        assert!(invoke.settled(&runtime));
+    }
+
+    #[test]
+    fn an_invoke_that_arrives_after_its_response_is_settled() {
+        let mut runtime = Invocations::default();
+        runtime.start("a");
+        runtime.answer("a");
+        assert!(Invoke::arrives(&runtime, "a").settled(&runtime));
+    }
+
+    #[test]
+    fn an_invoke_sent_before_the_extension_registered_shifts_nothing() {
+        let mut runtime = Invocations::default();
+        // The extension never sees A's INVOKE.
+        runtime.start("a");
+        runtime.answer("a");
+        // B's INVOKE arrives: counting would pair it with A's answer and
+        // release the environment before B's upload ran.
+        let b = Invoke::arrives(&runtime, "b");
+        assert!(!b.settled(&runtime));
+        runtime.start("b");
+        assert!(!b.settled(&runtime), "B's response has not gone out");
+        runtime.answer("b");
+        assert!(b.settled(&runtime));
+    }
+
+    #[test]
+    fn invocations_without_any_invoke_leave_later_pairings_intact() {
+        let mut runtime = Invocations::default();
+        for id in ["a", "b", "c"] {
+            runtime.start(id);
+            runtime.answer(id);
+        }
+        let d = Invoke::arrives(&runtime, "d");
+        runtime.start("d");
+        assert!(!d.settled(&runtime));
+        runtime.answer("d");
+        assert!(d.settled(&runtime));
+    }
+
+    #[test]
+    fn an_invoke_sent_twice_holds_neither_copy_nor_the_next_invocation() {
+        let mut runtime = Invocations::default();
+        let first = Invoke::arrives(&runtime, "a");
+        runtime.start("a");
+        let second = Invoke::arrives(&runtime, "a");
+        assert!(!first.settled(&runtime) && !second.settled(&runtime));
+        runtime.answer("a");
+        assert!(first.settled(&runtime) && second.settled(&runtime));
+        // Counting would now expect a third response for B's INVOKE.
+        let b = Invoke::arrives(&runtime, "b");
+        runtime.start("b");
+        assert!(!b.settled(&runtime));
+        runtime.answer("b");
+        assert!(b.settled(&runtime));
+        // The duplicate arriving late is settled at once.
+        assert!(Invoke::arrives(&runtime, "a").settled(&runtime));
+    }
+
+    #[test]
+    fn an_invoke_the_runtime_never_gets_is_settled_by_the_next_invocation() {
+        let mut runtime = Invocations::default();
+        let ghost = Invoke::arrives(&runtime, "ghost");
+        assert!(!ghost.settled(&runtime));
+        runtime.start("b");
+        assert!(ghost.settled(&runtime));
+    }
+
+    #[test]
+    fn answered_ids_are_bounded() {
+        let mut runtime = Invocations::default();
+        for n in 0..ANSWERED_KEPT * 3 {
+            let id = n.to_string();
+            runtime.start(&id);
+            runtime.answer(&id);
+        }
+        assert_eq!(runtime.answered.len(), ANSWERED_KEPT);
+        assert!(runtime.in_flight.is_empty());
     }
 }

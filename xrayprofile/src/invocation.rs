@@ -1,131 +1,33 @@
-//! The per-invocation wrapper the macro calls: decide → start the profiler →
-//! await the handler's body → stop → store the profile → return the body's
-//! output, unchanged, on every path.
+//! The per-invocation flow the macro calls: decide → start the profiler →
+//! await the handler's body → stop → hand the profile to its upload →
+//! return the body's output, unchanged, on every path.
+//!
+//! Each step it names lives in its own module: the settings ([`crate::config`]),
+//! the decision ([`crate::sampling`]), the object key ([`crate::object_key`]),
+//! the destination ([`crate::destination`]), the profile ([`crate::profiler`],
+//! [`crate::wall`], [`crate::report`]) and its upload ([`crate::upload`],
+//! [`crate::deferred`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::SystemTime;
 
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::Context;
 
-use crate::config::{self, Defaults, Mode, Overrides, Settings};
+use crate::config::{Mode, Overrides, Settings, Site};
 use crate::deferred;
+use crate::destination::{self, Destination};
+use crate::handler::{HandlerOutput, Invocation};
 use crate::limit;
-use crate::pprof_file::{self, Identity};
-use crate::profiler::{ActiveProfile, Detail, ProfileError, StoppedProfile};
+use crate::object_key::{ObjectKey, RequestId};
+use crate::pprof_file::Identity;
+use crate::profiler::{ActiveProfile, ProfileError, StoppedProfile};
+use crate::report;
 use crate::sampling::{self, Decision};
-use crate::trace::{self, TraceRoot};
-use crate::upload::{self, Destination, ObjectKey, PendingUpload, RequestId, UploadJob};
+use crate::symbolize::Detail;
+use crate::trace::TraceRoot;
+use crate::untrusted;
+use crate::upload::{self, PendingUpload, UploadJob};
 use crate::wall::{Observed, Recorder, Recording};
-
-/// A handler argument that carries the Lambda invocation: its request ID,
-/// deadline, function ARN and X-Ray trace header.
-///
-/// `#[xrayprofile]` reads the invocation from the handler's first argument
-/// (after `self`) through this trait. It is implemented for
-/// [`LambdaEvent<T>`], [`Context`], references to them, and, with the `http`
-/// feature, `lambda_http::Request`.
-///
-/// ```
-/// use lambda_runtime::{Context, LambdaEvent};
-/// use xrayprofile::Invocation;
-///
-/// let event = LambdaEvent::new(serde_json::json!({}), Context::default());
-/// assert!(event.lambda_context().is_some());
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`#[xrayprofile]` cannot find the Lambda invocation in `{Self}`",
-    label = "the handler's first argument must carry the invocation",
-    note = "make the first argument a `lambda_runtime::LambdaEvent<T>`, a `lambda_runtime::Context`, or (with the `http` feature) a `lambda_http::Request`"
-)]
-pub trait Invocation {
-    /// The invocation's context, as lambda_runtime received it; `None` when
-    /// the argument carries none (a `lambda_http::Request` built by hand).
-    fn lambda_context(&self) -> Option<&Context>;
-}
-
-impl<T> Invocation for LambdaEvent<T> {
-    fn lambda_context(&self) -> Option<&Context> {
-        Some(&self.context)
-    }
-}
-
-impl Invocation for Context {
-    fn lambda_context(&self) -> Option<&Context> {
-        Some(self)
-    }
-}
-
-impl<T: Invocation + ?Sized> Invocation for &T {
-    fn lambda_context(&self) -> Option<&Context> {
-        (**self).lambda_context()
-    }
-}
-
-impl<T: Invocation + ?Sized> Invocation for &mut T {
-    fn lambda_context(&self) -> Option<&Context> {
-        (**self).lambda_context()
-    }
-}
-
-#[cfg(feature = "http")]
-impl Invocation for lambda_http::Request {
-    fn lambda_context(&self) -> Option<&Context> {
-        lambda_http::RequestExt::lambda_context_ref(self)
-    }
-}
-
-/// What a handler returns: a `Result`, whose error side marks the profile's
-/// outcome.
-#[doc(hidden)]
-#[diagnostic::on_unimplemented(
-    message = "a `#[xrayprofile]` handler returns `Result<T, E>`, not `{Self}`",
-    label = "change the return type to a `Result`",
-    note = "lambda_runtime's `service_fn` expects handlers that return `Result<T, E>`"
-)]
-pub trait HandlerOutput {
-    /// Whether the handler failed.
-    fn is_error(&self) -> bool;
-}
-
-impl<T, E> HandlerOutput for Result<T, E> {
-    fn is_error(&self) -> bool {
-        self.is_err()
-    }
-}
-
-/// One annotated handler: the values its attribute wrote. The macro puts one
-/// in a `static` per handler.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Site {
-    defaults: Defaults,
-}
-
-impl Site {
-    /// The attribute's values; `None` where it was silent. A `max_per_minute`
-    /// of `Some(0)` removes the cap; `symbolize` of `Some(false)` asks for
-    /// address-level profiles.
-    pub const fn new(
-        threshold: Option<u16>,
-        bucket: Option<&'static str>,
-        prefix: Option<&'static str>,
-        max_per_minute: Option<u32>,
-        mode: Option<Mode>,
-        symbolize: Option<bool>,
-    ) -> Site {
-        Site {
-            defaults: Defaults {
-                threshold,
-                bucket,
-                prefix,
-                max_per_minute,
-                mode,
-                symbolize,
-            },
-        }
-    }
-}
 
 /// What was decided for one invocation before its body runs.
 #[doc(hidden)]
@@ -157,7 +59,7 @@ impl Wrapper {
             tracing::debug!("not profiled: the handler's first argument carries no Lambda context");
             return Wrapper { plan: None };
         };
-        let settings = Overrides::get().settings(&site.defaults);
+        let settings = Overrides::get().settings(site);
         Wrapper {
             plan: plan(ctx, settings).map(Box::new),
         }
@@ -199,7 +101,7 @@ where
                 ProfileError::Busy => {
                     "overlapping invocations are not profiled; this one runs unprofiled"
                 }
-                ProfileError::Sampler(_) | ProfileError::Encode(_) => {
+                ProfileError::Sampler { .. } => {
                     "this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)"
                 }
             };
@@ -287,14 +189,22 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
     // value (and removes it when there is none), so reading the variable
     // would cost an env lock and `getenv` on every untraced invocation for
     // nothing (P1 in docs/performance.md).
-    let Some(header) = ctx.xray_trace_id.as_deref() else {
-        tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+    let Some(header) = ctx.xray_trace_id.as_deref().filter(|h| !h.is_empty()) else {
+        // Said once at info: without trace headers nothing is ever profiled,
+        // which is what SAM's `sam local invoke` (the Runtime Interface
+        // Emulator) gives unless the request carries one.
+        static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header");
+        } else {
+            tracing::info!(request_id = %ctx.request_id, "not profiled: the invocation has no X-Ray trace header; turn on active tracing for the function, or when invoking locally through the Runtime Interface Emulator (sam local) send an `X-Amzn-Trace-Id: Root=1-...` header (logged once; later invocations at debug)");
+        }
         return None;
     };
     let root = match TraceRoot::from_header(header) {
         Ok(root) => root,
         Err(err) => {
-            tracing::debug!(request_id = %ctx.request_id, header = ?trace::truncate_for_log(header), "not profiled: {err}");
+            tracing::debug!(request_id = %ctx.request_id, header = ?untrusted::truncate_for_log(header), "not profiled: {err}");
             return None;
         }
     };
@@ -303,10 +213,10 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         return None;
     }
     let Some(request_id) = RequestId::parse(&ctx.request_id) else {
-        tracing::warn!(request_id = ?trace::truncate_for_log(&ctx.request_id), "not profiled: the request ID is not letters, digits and `-`, so it cannot name a profile object");
+        tracing::warn!(request_id = ?untrusted::truncate_for_log(&ctx.request_id), "not profiled: the request ID is not letters, digits and `-`, so it cannot name a profile object");
         return None;
     };
-    let destination = destination(ctx, &settings)?;
+    let destination = destination::resolve(ctx, &settings)?;
     // Last, so that an invocation refused for another reason takes no token.
     if let Some(max_per_minute) = settings.max_per_minute
         && !limit::admit(max_per_minute, request_id.as_str())
@@ -320,7 +230,7 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
         key: ObjectKey::new(settings.prefix, &root, &request_id),
         function_name: ctx.env_config.function_name.clone(),
         function_version: ctx.env_config.version.clone(),
-        deadline: (ctx.deadline > 0).then(|| ctx.deadline()),
+        deadline: crate::deadline::plausible(ctx.deadline, SystemTime::now()),
         destination,
         detail: if settings.symbolize {
             Detail::Names
@@ -328,42 +238,6 @@ fn plan(ctx: &Context, settings: Settings<'static>) -> Option<Plan> {
             Detail::Addresses
         },
         mode: settings.mode,
-    })
-}
-
-fn destination(ctx: &Context, settings: &Settings<'static>) -> Option<Destination<'static>> {
-    if let Some(dir) = settings.output_dir {
-        return Some(Destination::Dir(dir));
-    }
-    let Some(account) = upload::account_id(&ctx.invoked_function_arn) else {
-        tracing::warn!(
-            function_arn = ?trace::truncate_for_log(&ctx.invoked_function_arn),
-            "not profiled: the function ARN has no account ID, so the bucket owner cannot be checked; for local runs set XRAYPROFILE_OUTPUT_DIR"
-        );
-        return None;
-    };
-    let bucket = match (settings.bucket, settings.region) {
-        (Some(bucket), _) => bucket.to_owned(),
-        (None, Some(region)) => {
-            let bucket = upload::default_bucket(account, region);
-            // The region is checked by config; this guards the whole name.
-            if let Some(problem) = config::bucket_name_problem(&bucket) {
-                tracing::warn!(bucket = ?trace::truncate_for_log(&bucket), "not profiled: the default bucket name {problem}; set XRAYPROFILE_S3_BUCKET");
-                return None;
-            }
-            bucket
-        }
-        (None, None) => {
-            tracing::warn!(
-                "not profiled: no bucket is configured and AWS_REGION is unset, so the default bucket name cannot be built; set XRAYPROFILE_S3_BUCKET"
-            );
-            return None;
-        }
-    };
-    Some(Destination::S3 {
-        bucket,
-        expected_owner: account.to_owned(),
-        force_path_style: settings.force_path_style,
     })
 }
 
@@ -392,8 +266,8 @@ impl Plan {
         Some(PendingUpload::new(request_id, key, bytes, Box::new(build)))
     }
 
-    /// Symbolizes and encodes the profile into an upload job; `None`
-    /// (logged) if that fails.
+    /// Builds the profile and its upload job; `None` (logged) if building
+    /// it failed.
     fn build(
         self,
         stopped: StoppedProfile,
@@ -407,34 +281,8 @@ impl Plan {
             function_version: &self.function_version,
             outcome,
         };
-        // pprof-rs runs symbolization code we do not control; a panic there
-        // must not become the handler's failure.
-        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let finished = stopped.build(self.detail, recording)?;
-            let file = pprof_file::encode(finished.profile, finished.samples, &identity)
-                .map_err(ProfileError::Encode)?;
-            Ok::<_, ProfileError>((file, finished.duration))
-        }));
-        let (file, duration) = match encoded {
-            Ok(Ok(done)) => done,
-            Ok(Err(err)) => {
-                tracing::warn!(request_id = %self.request_id, error = %err, "profile dropped, handler result unaffected");
-                return None;
-            }
-            Err(_) => {
-                tracing::warn!(request_id = %self.request_id, "profile dropped: the profiler panicked while building the report; handler result unaffected");
-                return None;
-            }
-        };
-        let metadata = HashMap::from([
-            ("trace-id", self.root.as_str().to_owned()),
-            ("request-id", self.request_id.clone()),
-            ("function-name", self.function_name),
-            ("function-version", self.function_version),
-            ("duration-ms", duration.as_millis().to_string()),
-            ("samples", file.samples.to_string()),
-            ("outcome", outcome.to_owned()),
-        ]);
+        let (file, duration) = report::build_file(stopped, self.detail, recording, &identity)?;
+        let metadata = identity.metadata(duration, file.samples);
         Some(UploadJob {
             request_id: self.request_id,
             destination: self.destination,

@@ -47,13 +47,14 @@
 //!
 //! Wall-clock profiles name async fns best with `[profile.release] debug =
 //! "limited"` (or `"line-tables-only"`); with `debug = 0` the compiler's
-//! inlining hides most of them (see `docs/wall-clock.md`).
+//! inlining hides most of them (see "Wall-clock profiles: the waker probe" in
+//! `docs/design.md`).
 //!
 //! Nothing this crate does can change the handler's result: a missing or
 //! malformed trace header, a busy profiler or a failed upload is logged and the
 //! handler's own output is returned.
 
-// Only `profiler::signal` (the SIGPROF handler) and `wall::probe` (the probe
+// Only `sampler` (the SIGPROF handler) and `wall::probe` (the probe
 // waker's vtable and signal mask) may use `unsafe`.
 #![deny(unsafe_code)]
 // Nothing in this crate may panic on input: it runs inside users' invocations.
@@ -67,22 +68,44 @@
     )
 )]
 
+// The module map, with what each uses, is at the top of docs/design.md.
+#[cfg(feature = "bench")]
 mod bench_support;
 mod config;
+mod deadline;
 mod deferred;
+mod destination;
+mod handler;
 mod invocation;
 mod layer;
 mod limit;
+mod object_key;
 mod pprof_file;
 mod profiler;
+mod report;
 mod runtime;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod sampler;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+#[path = "sampler/unsupported.rs"]
+mod sampler;
 mod sampling;
+mod symbolize;
+#[cfg(test)]
+mod test_support;
 mod trace;
+mod untrusted;
 mod upload;
 mod wall;
 
 pub use config::Mode;
-pub use invocation::Invocation;
+pub use handler::Invocation;
 pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
 
@@ -96,11 +119,13 @@ pub use xrayprofile_macros::xrayprofile;
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::config::Mode;
-    pub use crate::invocation::{HandlerOutput, Site, Wrapper};
+    pub use crate::config::{Mode, Site};
+    pub use crate::handler::HandlerOutput;
+    pub use crate::invocation::Wrapper;
     pub use core::option::Option;
 
-    /// For the crate's benchmarks only.
+    /// For this repository's benchmarks only (the `bench` feature).
+    #[cfg(feature = "bench")]
     pub mod bench {
         pub use crate::bench_support::{
             CaptureCost, Encoded, PollCost, Profiling, Recording, Unwinder, Workload,

@@ -6,6 +6,7 @@
 //! every sample, which survive merging the profiles of one trace
 //! (`pprof -tagfocus trace_id=...`).
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use flate2::Compression;
@@ -23,6 +24,26 @@ pub(crate) struct Identity<'a> {
     pub(crate) outcome: &'static str,
 }
 
+impl Identity<'_> {
+    /// The object metadata stored beside the file: who produced it, how
+    /// long it ran (`duration`) and its CPU samples.
+    pub(crate) fn metadata(
+        &self,
+        duration: std::time::Duration,
+        samples: i64,
+    ) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("trace-id", self.trace_id.to_owned()),
+            ("request-id", self.request_id.to_owned()),
+            ("function-name", self.function_name.to_owned()),
+            ("function-version", self.function_version.to_owned()),
+            ("duration-ms", duration.as_millis().to_string()),
+            ("samples", samples.to_string()),
+            ("outcome", self.outcome.to_owned()),
+        ])
+    }
+}
+
 /// An encoded profile, ready to store.
 #[derive(Debug)]
 pub(crate) struct PprofFile {
@@ -34,11 +55,7 @@ pub(crate) struct PprofFile {
 
 /// Adds the identity to `profile` (which holds `samples` CPU samples) and
 /// encodes it.
-pub(crate) fn encode(
-    mut profile: Profile,
-    samples: i64,
-    identity: &Identity<'_>,
-) -> std::io::Result<PprofFile> {
+pub(crate) fn encode(mut profile: Profile, samples: i64, identity: &Identity<'_>) -> PprofFile {
     let mut intern = |text: &str| -> i64 {
         let index = profile
             .string_table
@@ -76,12 +93,21 @@ pub(crate) fn encode(
         sample.label.extend(labels.iter().cloned());
     }
 
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(&profile.encode_to_vec())?;
-    Ok(PprofFile {
-        gzipped: gz.finish()?,
+    PprofFile {
+        gzipped: gzip(profile.encode_to_vec()),
         samples,
-    })
+    }
+}
+
+/// `protobuf`, gzipped. flate2 reports only the errors of the writer it
+/// wraps, and writing into a `Vec` cannot fail; should that ever change, the
+/// raw protobuf is returned, which `go tool pprof` reads as well.
+fn gzip(protobuf: Vec<u8>) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    match gz.write_all(&protobuf).and_then(|()| gz.finish()) {
+        Ok(gzipped) => gzipped,
+        Err(_) => protobuf,
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +140,7 @@ mod tests {
             function_version: "$LATEST",
             outcome: "error",
         };
-        let file = encode(profile, 5, &identity).unwrap();
+        let file = encode(profile, 5, &identity);
 
         let mut raw = Vec::new();
         GzDecoder::new(file.gzipped.as_slice())

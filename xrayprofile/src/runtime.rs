@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::{
@@ -14,7 +14,7 @@ use lambda_runtime::{
 use serde::{Deserialize, Serialize};
 use tokio_stream::Stream;
 
-use crate::deferred;
+use crate::{deadline, deferred};
 
 /// Starts the Lambda runtime like [`lambda_runtime::run`], with profile
 /// uploads moved off the response path.
@@ -69,8 +69,8 @@ where
 {
     let processor = lambda_runtime::service_fn(|event: lambda_extension::LambdaEvent| async move {
         if let lambda_extension::NextEvent::Invoke(invoke) = event.next {
-            let deadline = UNIX_EPOCH + Duration::from_millis(invoke.deadline_ms);
-            deferred::wait_until_idle((invoke.deadline_ms > 0).then_some(deadline)).await;
+            let deadline = deadline::plausible(invoke.deadline_ms, SystemTime::now());
+            deferred::wait_until_idle(&invoke.request_id, deadline).await;
         }
         Ok::<(), Error>(())
     });
@@ -196,6 +196,7 @@ where
     }
 
     fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        deferred::invocation_started(&invocation.context.request_id);
         let answered = Answered(invocation.context.request_id.clone());
         ResponseSentFuture {
             response: self.inner.call(invocation),

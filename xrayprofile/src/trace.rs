@@ -145,16 +145,6 @@ impl fmt::Debug for TraceRoot {
     }
 }
 
-/// Shortens untrusted text for a log line; the caller logs it with `?` so
-/// control characters are escaped.
-pub(crate) fn truncate_for_log(text: &str) -> &str {
-    const MAX: usize = 128;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => text.get(..end).unwrap_or_default(),
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,18 +257,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        let long = "é".repeat(500);
-        assert_eq!(truncate_for_log(&long).chars().count(), 128);
-        assert_eq!(truncate_for_log("short"), "short");
-    }
-
     /// Property tests over generated headers: parsing is total, and whatever
     /// it accepts is a well-formed root that is safe in an object key.
     mod fuzz {
         use super::*;
-        use crate::upload::{ObjectKey, RequestId};
+        use crate::object_key::{ObjectKey, RequestId};
+        use crate::untrusted::truncate_for_log;
         use proptest::prelude::*;
 
         const VALID: &str = "1-5759e988-bd862e3fe1be46a9942701f0";

@@ -1,5 +1,5 @@
-//! Where a profile goes: its object key, and the write to S3 or to a local
-//! directory.
+//! The transport: a profile's write to S3 or to a local directory, within a
+//! time budget.
 //!
 //! Every S3 write names the bucket owner it expects (the function's own
 //! account, so a same-named bucket in another account is refused by S3) and
@@ -12,89 +12,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::trace::TraceRoot;
-
-/// `{prefix}{trace root}/{request id}.pprof`, built only from a validated root
-/// and request ID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ObjectKey(String);
-
-impl ObjectKey {
-    /// Builds the key; a non-empty `prefix` gets a trailing `/` if it has none.
-    pub(crate) fn new(prefix: &str, root: &TraceRoot, request_id: &RequestId<'_>) -> ObjectKey {
-        let slash = if prefix.is_empty() || prefix.ends_with('/') {
-            ""
-        } else {
-            "/"
-        };
-        ObjectKey(format!("{prefix}{slash}{root}/{}.pprof", request_id.0))
-    }
-
-    /// The key as text.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A Lambda request ID checked to be safe inside an object key and a path:
-/// 1–128 ASCII letters, digits and `-` (Lambda's are UUIDs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RequestId<'a>(&'a str);
-
-impl<'a> RequestId<'a> {
-    /// Returns `None` if `id` could reach outside its place in the key.
-    pub(crate) fn parse(id: &'a str) -> Option<RequestId<'a>> {
-        let ok = (1..=128).contains(&id.len())
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        ok.then_some(RequestId(id))
-    }
-
-    /// The ID as text.
-    pub(crate) fn as_str(&self) -> &'a str {
-        self.0
-    }
-}
-
-/// The account ID in a Lambda function ARN,
-/// `arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]`.
-pub(crate) fn account_id(function_arn: &str) -> Option<&str> {
-    let account = function_arn.split(':').nth(4)?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
-}
-
-/// The bucket go-xrayprofile writes to when none is configured.
-pub(crate) fn default_bucket(account: &str, region: &str) -> String {
-    format!("xrayprofile-{account}-{region}")
-}
-
-/// Where one profile is written.
-#[derive(Debug, Clone)]
-pub(crate) enum Destination<'a> {
-    /// A local directory (`XRAYPROFILE_OUTPUT_DIR`).
-    Dir(&'a Path),
-    /// An S3 bucket owned by `expected_owner`.
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
-    S3 {
-        bucket: String,
-        expected_owner: String,
-        force_path_style: bool,
-    },
-}
-
-impl fmt::Display for Destination<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Destination::Dir(dir) => write!(f, "{}", dir.display()),
-            Destination::S3 { bucket, .. } => write!(f, "s3://{bucket}"),
-        }
-    }
-}
+use crate::destination::Destination;
+use crate::object_key::ObjectKey;
 
 /// Why a profile was not stored.
 #[derive(Debug)]
@@ -115,6 +34,13 @@ pub(crate) enum UploadError {
 impl fmt::Display for UploadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // At the cap the deadline did not bind (it is far, or unknown
+            // under an emulator): a longer timeout would not help.
+            UploadError::TimedOut(budget) if *budget >= MAX_UPLOAD_TIME => write!(
+                f,
+                "the upload did not finish within its {} ms budget, the most an upload may take; check the network path to S3",
+                budget.as_millis()
+            ),
             UploadError::TimedOut(budget) => write!(
                 f,
                 "the upload did not finish within its {} ms budget before the invocation deadline; raise the function timeout or check the network path to S3",
@@ -424,7 +350,7 @@ mod s3 {
         let message = match (status, err.code()) {
             (Some(status), Some(code)) => format!(
                 "S3 PutObject answered {status} {code}: {:?}",
-                crate::trace::truncate_for_log(err.message().unwrap_or_default())
+                crate::untrusted::truncate_for_log(err.message().unwrap_or_default())
             ),
             _ => format!("S3 PutObject failed: {}", error_chain(err)),
         };
@@ -458,70 +384,19 @@ mod s3 {
 mod tests {
     use super::*;
 
-    fn root() -> TraceRoot {
-        TraceRoot::parse("1-5759e988-bd862e3fe1be46a9942701f0").unwrap()
-    }
-
     #[test]
-    fn key_layout_and_prefix_slash() {
-        let id = RequestId::parse("8476a536-e9f4-11e8-9739-2dfe598c3fcd").unwrap();
-        let cases = [
-            (
-                "",
-                "1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
-            ),
-            (
-                "profiles",
-                "profiles/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
-            ),
-            (
-                "profiles/",
-                "profiles/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
-            ),
-            (
-                "a/b",
-                "a/b/1-5759e988-bd862e3fe1be46a9942701f0/8476a536-e9f4-11e8-9739-2dfe598c3fcd.pprof",
-            ),
-        ];
-        for (prefix, expected) in cases {
-            assert_eq!(
-                ObjectKey::new(prefix, &root(), &id).as_str(),
-                expected,
-                "{prefix:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn request_ids_that_could_escape_the_key_are_refused() {
-        for bad in ["", "../x", "a/b", "a b", "a\nb", "é", &"a".repeat(129)] {
-            assert_eq!(RequestId::parse(bad), None, "{bad:?}");
-        }
-        assert!(RequestId::parse("8476a536-e9f4-11e8-9739-2dfe598c3fcd").is_some());
-    }
-
-    #[test]
-    fn account_from_arn() {
-        assert_eq!(
-            account_id("arn:aws:lambda:us-east-1:123456789012:function:fn"),
-            Some("123456789012")
+    fn a_timeout_advises_a_longer_function_timeout_only_when_the_deadline_bound_it() {
+        let unknown_deadline = UploadError::TimedOut(budget(None)).to_string();
+        assert!(
+            !unknown_deadline.contains("function timeout"),
+            "{unknown_deadline}"
         );
-        assert_eq!(
-            account_id("arn:aws:lambda:us-east-1:123456789012:function:fn:live"),
-            Some("123456789012")
+        assert!(
+            unknown_deadline.contains("network path to S3"),
+            "{unknown_deadline}"
         );
-        assert_eq!(
-            account_id("No header lambda-runtime-invoked-function-arn found."),
-            None
-        );
-        assert_eq!(
-            account_id("arn:aws:lambda:us-east-1:12345:function:fn"),
-            None
-        );
-        assert_eq!(account_id(""), None);
-        assert_eq!(
-            default_bucket("123456789012", "eu-west-1"),
-            "xrayprofile-123456789012-eu-west-1"
-        );
+        let near = SystemTime::now() + DEADLINE_MARGIN + Duration::from_secs(1);
+        let bound = UploadError::TimedOut(budget(Some(near))).to_string();
+        assert!(bound.contains("raise the function timeout"), "{bound}");
     }
 }

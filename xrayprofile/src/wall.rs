@@ -107,17 +107,21 @@ pub(crate) struct Recorder {
     charges: Charges,
     totals: Totals,
     budget: Budget,
-    policy: Policy,
+    /// Which polls are recorded instead of the budget's choice; only the
+    /// tests and benchmarks have one.
+    #[cfg(any(test, feature = "bench"))]
+    policy: Option<Policy>,
 }
 
-/// Which polls a [`Recorder`] records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which polls a [`Recorder`] records in place of the [`Budget`]'s choice:
+/// for the tests and the benchmarks that price the probe, never in a user's
+/// build.
+#[cfg(any(test, feature = "bench"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
-    /// The first [`FREE_RECORDINGS`], then those the [`Budget`] allows.
-    #[default]
-    Budgeted,
     /// Every poll, whatever it costs (the benchmark that prices a recorded
     /// poll).
+    #[cfg(feature = "bench")]
     EveryPoll,
     /// The first poll only (tests and the benchmark that prices timing).
     FirstPollOnly,
@@ -134,7 +138,9 @@ struct Budget {
     balance_ns: i64,
     earned_until: Option<Instant>,
     /// All it earned, and what it paid for recordings (for the tests).
+    #[cfg(test)]
     earned_ns: u64,
+    #[cfg(test)]
     recordings_ns: u64,
 }
 
@@ -151,7 +157,10 @@ impl Budget {
             self.balance_ns = self
                 .balance_ns
                 .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX));
-            self.earned_ns = self.earned_ns.saturating_add(earned);
+            #[cfg(test)]
+            {
+                self.earned_ns = self.earned_ns.saturating_add(earned);
+            }
         }
         since
     }
@@ -164,7 +173,10 @@ impl Budget {
 
     fn pay_recording(&mut self, ns: u64) {
         self.pay(ns);
-        self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        #[cfg(test)]
+        {
+            self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        }
     }
 
     fn allows_recording(&self) -> bool {
@@ -261,6 +273,7 @@ impl Totals {
     }
 
     /// Nanoseconds the budget counted per recorded poll for recording it.
+    #[cfg(feature = "bench")]
     pub(crate) fn recording_per_recorded_poll(&self) -> f64 {
         self.recording.as_secs_f64() * 1e9 / self.recorded_polls.max(1) as f64
     }
@@ -295,9 +308,10 @@ impl Recording {
 
 impl Recorder {
     /// A recorder that records the polls `policy` says.
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn with_policy(policy: Policy) -> Recorder {
         Recorder {
-            policy,
+            policy: Some(policy),
             ..Recorder::default()
         }
     }
@@ -319,10 +333,13 @@ impl Recorder {
         let since_last_poll = self.budget.earn(start);
         let free = self.totals.recorded_polls < FREE_RECORDINGS;
         let dense = since_last_poll.is_some_and(|since| since < DENSE_POLLS);
+        let record = free || (!dense && self.budget.allows_recording());
+        #[cfg(any(test, feature = "bench"))]
         let record = match self.policy {
-            Policy::Budgeted => free || (!dense && self.budget.allows_recording()),
-            Policy::EveryPoll => true,
-            Policy::FirstPollOnly => self.totals.polls == 0,
+            None => record,
+            #[cfg(feature = "bench")]
+            Some(Policy::EveryPoll) => true,
+            Some(Policy::FirstPollOnly) => self.totals.polls == 0,
         };
         // Polls that are not recorded get the task's own waker: leaves that
         // already hold it keep it (`will_wake`), so they pay nothing extra.
@@ -556,10 +573,9 @@ impl<F: Future> Future for Observed<'_, F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::profiler::{ActiveProfile, Detail, serial};
-    use pprof::protos::Profile;
+    use crate::test_support::serial;
     use std::future::poll_fn;
 
     /// Polls `future` to completion on a current-thread runtime through a
@@ -574,7 +590,7 @@ mod tests {
             .unwrap()
     }
 
-    fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
+    pub(crate) fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
         let runtime = timer_runtime();
         let mut recorder = Recorder::default();
         let output = runtime.block_on(Observed::new(future, Some(&mut recorder)));
@@ -601,7 +617,7 @@ mod tests {
     }
 
     #[inline(never)]
-    async fn waits_on_a_timer(ms: u64) {
+    pub(crate) async fn waits_on_a_timer(ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
@@ -867,143 +883,5 @@ mod tests {
         assert_ne!(a, b, "two different leaves");
         // They share the frames from the parent up to the root.
         assert_eq!(a.last(), b.last(), "same root frame");
-    }
-
-    #[test]
-    fn the_probe_unwinds_beside_the_sampler_and_restores_the_signal_mask() {
-        let _serial = serial();
-        let profile = ActiveProfile::start().unwrap();
-        let (output, recording) = record(async {
-            let mut x = 0_u64;
-            // Many registering polls with CPU work between them, at 99 Hz
-            // of SIGPROF: captures and signal handlers interleave.
-            for i in 0..3_000_u64 {
-                tokio::task::yield_now().await;
-                for _ in 0..2_000 {
-                    x = std::hint::black_box(
-                        x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i),
-                    );
-                }
-            }
-            x
-        });
-        assert!(output.is_ok());
-        let finished = profile.finish_wall(Detail::Names, &recording).unwrap();
-        assert!(
-            recording.totals.recorded_polls > 0,
-            "{:?}",
-            recording.totals
-        );
-        assert!(!finished.profile.sample.is_empty());
-        // The mask is back to what it was: SIGPROF is not left blocked.
-        // SAFETY: querying this thread's signal mask into a zeroed set.
-        #[allow(unsafe_code)]
-        let blocked = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
-            libc::sigismember(&set, libc::SIGPROF)
-        };
-        assert_eq!(blocked, 0, "SIGPROF is unblocked after the probe's unwinds");
-    }
-
-    #[inline(never)]
-    async fn sleepy_then_busy() -> u64 {
-        waits_on_a_timer(300).await;
-        crate::profiler::spin_in_named_leaf(Duration::from_millis(150))
-    }
-
-    /// `(names from root to leaf, wall, cpu, state)` of every sample.
-    fn samples(profile: &Profile) -> Vec<(Vec<String>, i64, i64, String)> {
-        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
-        profile
-            .sample
-            .iter()
-            .map(|s| {
-                let mut names: Vec<String> = s
-                    .location_id
-                    .iter()
-                    .flat_map(|id| {
-                        let loc = profile.location.iter().find(|l| l.id == *id).unwrap();
-                        loc.line.iter().map(|line| {
-                            let f = profile.function.iter().find(|f| f.id == line.function_id);
-                            text(f.unwrap().name)
-                        })
-                    })
-                    .collect();
-                names.reverse();
-                let state = s
-                    .label
-                    .iter()
-                    .find(|l| text(l.key) == "state")
-                    .map(|l| text(l.str));
-                (names, s.value[0], s.value[1], state.unwrap_or_default())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_wall_profile_shows_the_await_and_the_cpu_work_under_the_invocation() {
-        let _serial = serial();
-        let profile = ActiveProfile::start().unwrap();
-        let (output, recording) = record(sleepy_then_busy());
-        assert!(output.is_ok());
-        let profile = profile
-            .finish_wall(Detail::Names, &recording)
-            .unwrap()
-            .profile;
-        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();
-        let types: Vec<(&str, &str)> = profile
-            .sample_type
-            .iter()
-            .map(|t| (text(t.ty), text(t.unit)))
-            .collect();
-        assert_eq!(types, [("wall", "nanoseconds"), ("cpu", "nanoseconds")]);
-        assert_eq!(text(profile.default_sample_type), "wall");
-
-        let samples = samples(&profile);
-        let total_wall: i64 = samples.iter().map(|s| s.1).sum();
-        let elapsed = i64::try_from(recording.elapsed.as_nanos()).unwrap();
-        assert!(
-            (total_wall - elapsed).abs() * 50 < elapsed,
-            "wall {total_wall} vs elapsed {elapsed}"
-        );
-        let under = |name: &str, state: &str| -> i64 {
-            samples
-                .iter()
-                .filter(|(names, _, _, s)| s == state && names.iter().any(|n| n.contains(name)))
-                .map(|s| s.1)
-                .sum()
-        };
-        let waited = under("waits_on_a_timer", "off-cpu");
-        let spun = under("spin_in_named_leaf", "on-cpu");
-        assert!(
-            waited * 100 >= total_wall * 55,
-            "the 300 ms await: {waited} of {total_wall}: {samples:#?}"
-        );
-        assert!(
-            spun * 100 >= total_wall * 25,
-            "the 150 ms spin: {spun} of {total_wall}: {samples:#?}"
-        );
-        for (names, wall, _, state) in &samples {
-            if state == "other" {
-                assert_eq!(*wall, 0);
-                assert_eq!(names[0], "[outside the invocation future]");
-            } else {
-                assert_eq!(names[0], "[invocation future]", "{names:?}");
-                assert!(
-                    names.iter().any(|n| n.contains("sleepy_then_busy")),
-                    "the user's async fn is on the path: {names:?}"
-                );
-            }
-        }
-        for (names, ..) in samples.iter().filter(|s| s.3 != "other") {
-            let poll_names = names.iter().filter(|n| n.ends_with("::poll"));
-            for name in poll_names {
-                assert!(
-                    !name.starts_with('<'),
-                    "`<X as Future>::poll` is rewritten: {names:?}"
-                );
-            }
-        }
     }
 }

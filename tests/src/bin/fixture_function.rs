@@ -106,10 +106,12 @@ async fn fixture_stress() -> u64 {
 async fn main() -> Result<(), Error> {
     xrayprofile_tests::function::init_logging();
     // FIXTURE_ENTRY=xrayprofile runs the deferred-upload entry point;
+    // FIXTURE_ENTRY=run the plain `lambda_runtime::run`;
     // FIXTURE_ENTRY=layer profiles through `ProfileLayer` on a plain handler,
     // with the attribute's values.
     match std::env::var("FIXTURE_ENTRY").as_deref() {
         Ok("xrayprofile") => xrayprofile::run(service_fn(handler)).await,
+        Ok("run") => lambda_runtime::run(service_fn(handler)).await,
         Ok("layer") => {
             let layer = ProfileLayer::new()
                 .threshold(655)

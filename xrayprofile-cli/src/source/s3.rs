@@ -303,11 +303,7 @@ async fn get(client: &Client, bucket: &str, key: &str) -> Result<Option<Vec<u8>>
 
 /// `prefix` as the library uses it: empty, or ending in `/`.
 fn normalise_prefix(prefix: &str) -> String {
-    if prefix.is_empty() || prefix.ends_with('/') {
-        prefix.to_owned()
-    } else {
-        format!("{prefix}/")
-    }
+    format!("{prefix}{}", xrayprofile_rules::prefix_separator(prefix))
 }
 
 fn no_credentials(why: &str) -> CliError {
@@ -339,7 +335,7 @@ async fn default_bucket(shared: &aws_config::SdkConfig) -> CliResult<String> {
             "STS did not name the caller's account; give --bucket or set XRAYPROFILE_S3_BUCKET",
         ));
     };
-    Ok(format!("xrayprofile-{account}-{region}"))
+    Ok(xrayprofile_rules::default_bucket(account, region.as_ref()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use super::signal;
+use crate::sampler;
 
 /// Set by the process's first warm-up. Later cold caches (dropped for being
 /// over the limit) are parsed after the handler, as without a warm-up: a
@@ -38,13 +38,13 @@ const WARM_FRAMES: usize = 64;
 
 /// A running warm-up.
 #[derive(Debug)]
-pub(super) struct WarmUp {
+pub(crate) struct WarmUp {
     thread: JoinHandle<Option<u64>>,
 }
 
 /// Starts resolving the calling thread's stack in the background, for the
 /// process's first profile only.
-pub(super) fn start() -> Option<WarmUp> {
+pub(crate) fn start() -> Option<WarmUp> {
     if WARMED.load(Ordering::Acquire) {
         return None;
     }
@@ -80,7 +80,7 @@ pub(super) fn start() -> Option<WarmUp> {
 impl WarmUp {
     /// Waits for the warm-up to finish; returns how much it grew the process's
     /// RSS, in KiB (0 if unknown), which counts towards the symbol cache.
-    pub(super) fn wait(self) -> u64 {
+    pub(crate) fn wait(self) -> u64 {
         self.thread.join().ok().flatten().unwrap_or(0)
     }
 }
@@ -88,7 +88,7 @@ impl WarmUp {
 /// Drops backtrace-rs' cache, on a background thread: freeing what a binary
 /// with line tables parsed takes 1.6-2.5 ms (docs/performance.md, P4),
 /// which would otherwise sit between the handler's return and its profile.
-pub(super) fn drop_cache() {
+pub(crate) fn drop_cache() {
     match spawn_unsampled(backtrace::clear_symbol_cache) {
         Some(thread) => {
             *DROPPING
@@ -110,7 +110,7 @@ fn spawn_unsampled<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("xrayprofile-symbols".to_owned())
         .spawn(move || {
-            let excluded = signal::exclude_current_thread();
+            let excluded = sampler::exclude_current_thread();
             let out = work();
             drop(excluded);
             BUSY.store(false, Ordering::Release);
@@ -124,13 +124,13 @@ fn spawn_unsampled<T: Send + 'static>(
 
 /// Whether a warm-up or cache-dropping thread is running.
 #[cfg(test)]
-pub(super) fn running() -> bool {
+pub(crate) fn running() -> bool {
     BUSY.load(Ordering::Acquire)
 }
 
 /// Forgets the cache and the first warm-up, so the next profile warms up.
 #[cfg(test)]
-pub(super) fn forget_cache() {
+pub(crate) fn forget_cache() {
     backtrace::clear_symbol_cache();
     WARMED.store(false, Ordering::Release);
 }

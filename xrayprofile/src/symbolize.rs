@@ -1,14 +1,74 @@
-//! Turns the sampler's raw stacks into a pprof profile with function names,
-//! files and lines, resolving each distinct address once.
+//! Turns raw code addresses into a pprof profile's tables: locations with
+//! function names, files and lines (each distinct address resolved once), or
+//! addresses with exact-segment mappings and GNU build IDs for offline
+//! symbolization. It also keeps the symbolizer's cache: warmed in the
+//! background on the process's first profile ([`warm`]) and dropped after a
+//! profile that grew it past [`SYMBOL_CACHE_LIMIT_KIB`].
+//!
+//! It knows nothing of samples or waits: the report (`report.rs`)
+//! decides what the stacks mean and asks here for their locations.
+
+mod warm;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::time::{Duration, SystemTime};
 
 use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
-use pprof::protos::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use pprof::protos::{Function, Line, Location, Mapping, Profile, ValueType};
 
-use crate::wall::{Charge, Recording};
+pub(crate) use warm::{WarmUp, start as warm_up};
+#[cfg(test)]
+pub(crate) use warm::{forget_cache, running as warming_up};
+
+/// The most RSS the symbolizer's cache may add and be kept between
+/// profiles; above it the cache is dropped after each profile. 16 MiB is
+/// P3's budget: a binary with line tables keeps its ~13 MiB cache, so later
+/// profiles symbolize in 0.5–0.7 ms instead of re-parsing for 10–50 ms (at
+/// 8 MiB they missed P4; docs/performance.md).
+const SYMBOL_CACHE_LIMIT_KIB: u64 = 16 * 1024;
+
+/// This process's resident set (`VmRSS`), in KiB.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// How much symbolizing one profile grows the symbolizer's cache, from
+/// [`CacheWatch::start`] (which waits for the warm-up, since both fill the
+/// same cache and its growth counts too) to [`CacheWatch::finish`].
+pub(crate) struct CacheWatch {
+    warm_growth: u64,
+    resident_before: Option<u64>,
+}
+
+impl CacheWatch {
+    /// Waits for `warm_up`, if any, and notes the RSS before symbolizing.
+    pub(crate) fn start(warm_up: Option<WarmUp>) -> CacheWatch {
+        CacheWatch {
+            warm_growth: warm_up.map_or(0, WarmUp::wait),
+            resident_before: resident_kib(),
+        }
+    }
+
+    /// backtrace-rs keeps what it parsed to name addresses. Kept, later
+    /// profiles symbolize in ~0.5 ms instead of re-parsing (10 ms with line
+    /// tables); but it grows with the binary's debug info. So keep it only
+    /// while it is small: if warming and symbolizing grew RSS by more than
+    /// [`SYMBOL_CACHE_LIMIT_KIB`], give it back, on a background thread
+    /// since freeing it takes milliseconds (docs/performance.md, P3/P4).
+    pub(crate) fn finish(self) {
+        let growth = self
+            .resident_before
+            .zip(resident_kib())
+            .map_or(0, |(before, after)| after.saturating_sub(before));
+        if self.warm_growth.saturating_add(growth) > SYMBOL_CACHE_LIMIT_KIB {
+            warm::drop_cache();
+        }
+    }
+}
 
 /// What a location says about its code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,227 +78,6 @@ pub(crate) enum Detail {
     /// Addresses only, with exact-segment mappings and GNU build IDs, for
     /// `pprof` to symbolize later from the unstripped binary.
     Addresses,
-}
-
-/// What the samples were taken at.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timing {
-    pub(crate) started: SystemTime,
-    pub(crate) duration: Duration,
-    pub(crate) hz: u32,
-}
-
-/// Builds a CPU profile of `stacks` (leaf first: the interrupted PC, then
-/// return addresses). Locations carry the code address (`return address - 1`
-/// for callers, so the line is the call's, not the next statement's) and one
-/// line per function inlined at it, innermost first, as pprof expects.
-pub(crate) fn profile<'a>(
-    stacks: impl Iterator<Item = &'a [u64]>,
-    timing: Timing,
-    detail: Detail,
-) -> Profile {
-    let mut counts: HashMap<&[u64], i64> = HashMap::new();
-    for stack in stacks {
-        *counts.entry(stack).or_default() += 1;
-    }
-    let period = 1_000_000_000 / i64::from(timing.hz.max(1));
-    let mut builder = Builder::new(detail);
-    let samples_type = builder.value_type("samples", "count");
-    let cpu_type = builder.value_type("cpu", "nanoseconds");
-    let mut samples: Vec<Sample> = Vec::with_capacity(counts.len());
-    for (stack, count) in counts {
-        samples.push(Sample {
-            location_id: builder.stack(stack, true),
-            value: vec![count, count.saturating_mul(period)],
-            ..Sample::default()
-        });
-    }
-    // Deterministic order: most samples first.
-    samples.sort_by(|a, b| {
-        b.value
-            .cmp(&a.value)
-            .then(a.location_id.cmp(&b.location_id))
-    });
-    builder.into_profile(
-        Profile {
-            sample_type: vec![samples_type, cpu_type.clone()],
-            sample: samples,
-            period_type: Some(cpu_type),
-            period,
-            ..Profile::default()
-        },
-        timing,
-    )
-}
-
-/// The root frame of every stack inside the invocation future.
-const INVOCATION_ROOT: &str = "[invocation future]";
-/// The root frame of CPU samples taken elsewhere (other tasks and threads).
-const OUTSIDE_ROOT: &str = "[outside the invocation future]";
-
-/// Builds a wall-clock profile of one invocation: sample types
-/// `wall/nanoseconds` (the default) and `cpu/nanoseconds`, and a `state` label.
-///
-/// - Off-CPU: one sample per stack the future waited on, wall = the exact
-///   time charged to it by the recorder.
-/// - On-CPU: the CPU samples taken inside the invocation's poll (cut at its
-///   root by the sampler), cpu = samples × period, wall scaled so they add up
-///   to the measured polling time. When the sampler saw none of the polls
-///   (short polls), the recorder's per-poll charges stand in for them.
-/// - Other CPU samples keep their cpu value, with wall 0, under
-///   [`OUTSIDE_ROOT`].
-pub(crate) fn wall_profile<'a>(
-    cpu_stacks: impl Iterator<Item = (bool, &'a [u64])>,
-    recording: &Recording,
-    timing: Timing,
-    detail: Detail,
-) -> Profile {
-    let mut counts: HashMap<(bool, &[u64]), i64> = HashMap::new();
-    for key in cpu_stacks {
-        *counts.entry(key).or_default() += 1;
-    }
-    let mut cpu: Vec<((bool, &[u64]), i64)> = counts.into_iter().collect();
-    // Deterministic, and the wall scaling below hands out rounding in order.
-    cpu.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let period = 1_000_000_000 / i64::from(timing.hz.max(1));
-    let mut builder = Builder::new(detail);
-    let wall_type = builder.value_type("wall", "nanoseconds");
-    let cpu_type = builder.value_type("cpu", "nanoseconds");
-    let state_key = builder.string("state");
-    let state = |builder: &mut Builder, value: &str| Label {
-        key: state_key,
-        str: builder.string(value),
-        ..Label::default()
-    };
-    let inside = builder.synthetic(INVOCATION_ROOT);
-    let outside = builder.synthetic(OUTSIDE_ROOT);
-    let polling = i64::try_from(recording.totals.polling.as_nanos()).unwrap_or(i64::MAX);
-    let sampled_inside: i64 = cpu.iter().filter(|((p, _), _)| *p).map(|(_, n)| n).sum();
-
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut wall_left = polling;
-    let mut inside_left = sampled_inside;
-    for ((in_poll, stack), count) in cpu {
-        let mut location_id = builder.stack(stack, true);
-        location_id.push(if in_poll { inside } else { outside });
-        // Proportional share of the polling time; the last sample takes
-        // what rounding left, so the on-CPU wall adds up exactly.
-        let wall = if in_poll {
-            let share = if inside_left == count {
-                wall_left
-            } else {
-                i64::try_from(
-                    i128::from(polling) * i128::from(count) / i128::from(sampled_inside.max(1)),
-                )
-                .unwrap_or(0)
-            };
-            inside_left -= count;
-            wall_left -= share;
-            share
-        } else {
-            0
-        };
-        let label = state(&mut builder, if in_poll { "on-cpu" } else { "other" });
-        samples.push(Sample {
-            location_id,
-            value: vec![wall, count.saturating_mul(period)],
-            label: vec![label],
-        });
-    }
-    for &(charge, ns) in &recording.charges {
-        let (leaf, stack, on_cpu) = match charge {
-            Charge::Waiting(id) => (None, recording.stack(id), false),
-            Charge::NoRegistration => (Some("[woken without a registration]"), &[][..], false),
-            Charge::Unrecorded => (
-                Some("[waiting, not recorded: probe budget]"),
-                &[][..],
-                false,
-            ),
-            // Stand-ins for CPU samples; only when there are none.
-            Charge::ResumedFrom(_) | Charge::Running if sampled_inside > 0 => continue,
-            Charge::ResumedFrom(id) => {
-                (Some("[on-CPU after this await]"), recording.stack(id), true)
-            }
-            Charge::Running => (Some("[on-CPU]"), &[][..], true),
-        };
-        let mut location_id: Vec<u64> = leaf
-            .map(|name| builder.synthetic(name))
-            .into_iter()
-            .collect();
-        location_id.extend(builder.stack(stack, false));
-        location_id.push(inside);
-        let label = state(&mut builder, if on_cpu { "on-cpu" } else { "off-cpu" });
-        samples.push(Sample {
-            location_id,
-            value: vec![i64::try_from(ns).unwrap_or(i64::MAX), 0],
-            label: vec![label],
-        });
-    }
-
-    let totals = &recording.totals;
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let comments = [
-        format!(
-            "wall: elapsed={:.3}ms polling={:.3}ms pending={:.3}ms polls={}",
-            ms(recording.elapsed),
-            ms(totals.polling),
-            ms(totals.pending),
-            totals.polls
-        ),
-        format!(
-            "cpu: {sampled_inside} samples at {} Hz inside the invocation future, scaled to the polling time",
-            timing.hz
-        ),
-        if totals.recorded_polls < totals.polls {
-            format!(
-                "probe: recorded {} of {} polls (the probe cost {:.3}ms as its budget counts it, recording {:.3}ms); past {} polls it records a poll only while its cost stays under {}% of the elapsed time, and not within {}µs of the previous poll; the {:.3}ms of waits after the others are under [waiting, not recorded: probe budget]",
-                totals.recorded_polls,
-                totals.polls,
-                ms(totals.probe_cost()),
-                ms(totals.recording),
-                crate::wall::FREE_RECORDINGS,
-                crate::wall::PROBE_BUDGET_PERCENT,
-                crate::wall::DENSE_POLLS.as_micros(),
-                ms(totals.unrecorded)
-            )
-        } else {
-            format!(
-                "probe: recorded {} of {} polls (the probe cost {:.3}ms as its budget counts it, recording {:.3}ms)",
-                totals.recorded_polls,
-                totals.polls,
-                ms(totals.probe_cost()),
-                ms(totals.recording)
-            )
-        },
-        format!(
-            "probe: {} stale registrations discarded, {} stacks deeper than {} frames",
-            totals.stale,
-            totals.truncated,
-            crate::wall::probe::MAX_FRAMES
-        ),
-        if crate::wall::probe::frame_pointers() || totals.fp_fallbacks > 0 {
-            format!(
-                "probe: unwinder=frame pointers, {} captures fell back to DWARF",
-                totals.fp_fallbacks
-            )
-        } else {
-            "probe: unwinder=DWARF".to_owned()
-        },
-    ];
-    let comment = comments.iter().map(|c| builder.string(c)).collect();
-    let default_sample_type = wall_type.ty;
-    builder.into_profile(
-        Profile {
-            sample_type: vec![wall_type.clone(), cpu_type],
-            sample: samples,
-            period_type: Some(wall_type),
-            period: 1,
-            comment,
-            default_sample_type,
-            ..Profile::default()
-        },
-        timing,
-    )
 }
 
 /// `<X as Trait>::method` → `X::method`: `go tool pprof` shortens names by
@@ -283,8 +122,8 @@ fn readable(name: &str) -> std::borrow::Cow<'_, str> {
     name.into()
 }
 
-/// The profile's tables, each entry interned once.
-struct Builder {
+/// A profile's tables, each entry interned once.
+pub(crate) struct Tables {
     detail: Detail,
     mappings: Vec<Mapping>,
     strings: Vec<String>,
@@ -295,9 +134,9 @@ struct Builder {
     function_ids: HashMap<(i64, i64), u64>,
 }
 
-impl Default for Builder {
-    fn default() -> Builder {
-        Builder {
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
             detail: Detail::Names,
             mappings: Vec::new(),
             strings: Vec::new(),
@@ -310,13 +149,13 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+impl Tables {
     /// An empty profile's tables: the empty string first, as pprof requires,
     /// and the mappings when locations will be addresses.
-    fn new(detail: Detail) -> Builder {
-        let mut builder = Builder {
+    pub(crate) fn new(detail: Detail) -> Tables {
+        let mut builder = Tables {
             detail,
-            ..Builder::default()
+            ..Tables::default()
         };
         builder.string("");
         if detail == Detail::Addresses {
@@ -325,25 +164,21 @@ impl Builder {
         builder
     }
 
-    fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
+    /// A sample or period type, its names interned.
+    pub(crate) fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
         ValueType {
             ty: self.string(ty),
             unit: self.string(unit),
         }
     }
 
-    /// `profile` with these tables and `timing` filled in.
-    fn into_profile(self, profile: Profile, timing: Timing) -> Profile {
+    /// `profile` with these tables filled in.
+    pub(crate) fn into_profile(self, profile: Profile) -> Profile {
         Profile {
             location: self.locations,
             function: self.functions,
             mapping: self.mappings,
             string_table: self.strings,
-            time_nanos: timing
-                .started
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            duration_nanos: i64::try_from(timing.duration.as_nanos()).unwrap_or(i64::MAX),
             ..profile
         }
     }
@@ -400,7 +235,7 @@ impl Builder {
     /// The locations of `stack`, leaf first. Callers' addresses are return
     /// addresses, looked up at `addr - 1` so the line is the call's; the leaf
     /// is the exact PC when `leaf_is_pc`.
-    fn stack(&mut self, stack: &[u64], leaf_is_pc: bool) -> Vec<u64> {
+    pub(crate) fn stack(&mut self, stack: &[u64], leaf_is_pc: bool) -> Vec<u64> {
         stack
             .iter()
             .enumerate()
@@ -417,7 +252,7 @@ impl Builder {
 
     /// A location that names something other than code, such as the root
     /// of the invocation future.
-    fn synthetic(&mut self, name: &str) -> u64 {
+    pub(crate) fn synthetic(&mut self, name: &str) -> u64 {
         let function_id = self.function(name, name, "");
         let id = u64::try_from(self.locations.len())
             .unwrap_or(u64::MAX)
@@ -440,7 +275,8 @@ impl Builder {
             .map_or(0, |m| m.id)
     }
 
-    fn string(&mut self, text: &str) -> i64 {
+    /// The index of `text` in the string table, added if new.
+    pub(crate) fn string(&mut self, text: &str) -> i64 {
         if let Some(&id) = self.string_ids.get(text) {
             return id;
         }

@@ -68,6 +68,7 @@ pub(crate) fn exclude_current_thread() -> Option<Excluded> {
 pub(crate) const SLOT_BYTES: usize = 512;
 
 /// No sampler, so no sample can be taken.
+#[cfg(feature = "bench")]
 pub(crate) fn sample_this_thread() -> bool {
     false
 }

@@ -1,5 +1,8 @@
-//! The SIGPROF sampler: one of the two modules of the crate with `unsafe`
-//! code (the other is `wall::probe`, the probe waker).
+//! The SIGPROF sampler and the poll-root mark: one of the two modules of the
+//! crate with `unsafe` code (the other is `wall::probe`, the probe waker).
+//! A leaf: it imports nothing from the rest of the crate, and the profiler
+//! (which starts and stops it) and the waker probe (which marks the poll's
+//! root) both call into it.
 //!
 //! **Who gets a signal, and what a sample weighs.** A helper thread, the
 //! ticker ([`tick`]; started by the first profile, parked between
@@ -98,7 +101,7 @@ const SLOT_WORDS: usize = 64;
 /// Bytes per sample slot.
 pub(crate) const SLOT_BYTES: usize = SLOT_WORDS * 8;
 /// Deepest stack recorded; deeper stacks keep their leaf-most frames.
-pub(super) const MAX_FRAMES: usize = SLOT_WORDS - 1;
+pub(crate) const MAX_FRAMES: usize = SLOT_WORDS - 1;
 /// How many frames the unwinder may walk inside the handler before finding
 /// the interrupted PC; past it the sample keeps the PC alone.
 const MAX_HANDLER_FRAMES: usize = 32;
@@ -761,6 +764,7 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
 /// handler path as the ticker's: for the benchmark that prices the
 /// handler. False if no profile is running or the ticker does not watch
 /// this thread (yet).
+#[cfg(feature = "bench")]
 pub(crate) fn sample_this_thread() -> bool {
     let tid = current_tid();
     let owner = slot_owner(SESSION.load(Ordering::SeqCst), tid);
