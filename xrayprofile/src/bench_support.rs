@@ -274,7 +274,7 @@ pub fn capture_cost(clones: u32, depth: u32) -> CaptureCost {
         let root = probe::Root::new(std::task::Waker::noop());
         let waker = root.waker();
         let started = std::time::Instant::now();
-        let (_, log) = probe::poll(true, probe::Buffers::default(), || {
+        let (_, log) = probe::poll(true, 0, probe::Buffers::default(), || {
             let mut cx = std::task::Context::from_waker(waker);
             nest(depth, &mut cx, clones)
         });

@@ -20,7 +20,7 @@ use crate::handler::{HandlerOutput, Invocation};
 use crate::limit;
 use crate::object_key::{ObjectKey, RequestId};
 use crate::pprof_file::Identity;
-use crate::profiler::{ActiveProfile, ProfileError, StoppedProfile};
+use crate::profiler::{ActiveProfile, StoppedProfile};
 use crate::report;
 use crate::sampling::{self, Decision};
 use crate::symbolize::Detail;
@@ -97,18 +97,11 @@ where
     let profile = match ActiveProfile::start_for(plan.detail) {
         Ok(profile) => profile,
         Err(err) => {
-            let hint = match err {
-                ProfileError::Busy => {
-                    "overlapping invocations are not profiled; this one runs unprofiled"
-                }
-                ProfileError::Sampler { .. } => {
-                    "this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)"
-                }
-            };
-            tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: {hint}");
+            tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)");
             return body.await;
         }
     };
+    let invocation = profile.invocation();
     let wall = plan.mode == Mode::Wall;
     let mut session = Session {
         plan: Some(plan),
@@ -117,7 +110,7 @@ where
     };
     // A panic in the body is caught here and resumed below, after its
     // profile (outcome `panic`) has been handed over.
-    let output = Observed::new(body, session.recorder.as_mut()).await;
+    let output = Observed::tagged(body, session.recorder.as_mut(), invocation).await;
     let outcome = match &output {
         Ok(output) if output.is_error() => "error",
         Ok(_) => "ok",

@@ -29,6 +29,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::sampler::{PollMark, set_poll_mark};
+
 /// The most of an invocation's elapsed time the probe may cost (timing every
 /// poll, recording stacks on some) and still record polls.
 pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
@@ -316,12 +318,14 @@ impl Recorder {
         }
     }
 
-    /// Polls `future` as a probed poll and accounts for the time since the
-    /// previous one. A panic inside the poll comes back as `Err`.
+    /// Polls `future` as a probed poll of `invocation`'s future (see
+    /// [`probe::poll`]) and accounts for the time since the previous one. A
+    /// panic inside the poll comes back as `Err`.
     pub(crate) fn poll<F: Future>(
         &mut self,
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
+        invocation: u64,
     ) -> Poll<Result<F::Output, PanicPayload>> {
         let start = Instant::now();
         self.started.get_or_insert(start);
@@ -361,9 +365,9 @@ impl Recorder {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &probe_waker {
                 Some(waker) => {
                     let mut probe_cx = Context::from_waker(waker);
-                    probe::poll(true, buffers, || future.poll(&mut probe_cx))
+                    probe::poll(true, invocation, buffers, || future.poll(&mut probe_cx))
                 }
-                None => probe::poll(false, buffers, || future.poll(cx)),
+                None => probe::poll(false, invocation, buffers, || future.poll(cx)),
             }));
         let end = Instant::now();
         let busy = end.saturating_duration_since(start);
@@ -539,17 +543,31 @@ fn split(ns: u64, ids: &[StackId], mut charge: impl FnMut(StackId, u64)) {
 pin_project_lite::pin_project! {
     /// The handler's future, polled through the recorder on wall-clock
     /// profiled invocations and directly otherwise; a panic inside comes back
-    /// as `Err` so the profile can be written before it goes on.
+    /// as `Err` so the profile can be written before it goes on. Each poll
+    /// marks the thread as polling `invocation`'s future, so the CPU
+    /// samples taken meanwhile are that profile's.
     pub(crate) struct Observed<'r, F> {
         #[pin]
         inner: F,
         recorder: Option<&'r mut Recorder>,
+        invocation: u64,
     }
 }
 
 impl<'r, F> Observed<'r, F> {
+    /// Polls `inner`, its samples tagged with no profile.
     pub(crate) fn new(inner: F, recorder: Option<&'r mut Recorder>) -> Self {
-        Observed { inner, recorder }
+        Observed::tagged(inner, recorder, 0)
+    }
+
+    /// Polls `inner` as the future of the profile numbered `invocation`
+    /// ([`crate::profiler::ActiveProfile::invocation`]).
+    pub(crate) fn tagged(inner: F, recorder: Option<&'r mut Recorder>, invocation: u64) -> Self {
+        Observed {
+            inner,
+            recorder,
+            invocation,
+        }
     }
 }
 
@@ -558,11 +576,21 @@ impl<F: Future> Future for Observed<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let invocation = *this.invocation;
         match this.recorder {
-            Some(recorder) => recorder.poll(this.inner, cx),
+            Some(recorder) => recorder.poll(this.inner, cx, invocation),
             None => {
                 let inner = this.inner;
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                // CPU mode: the samples carry the invocation; their stacks
+                // are kept whole (no root to cut at).
+                let outer = set_poll_mark(PollMark {
+                    root: 0,
+                    invocation,
+                });
+                let polled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
+                set_poll_mark(outer);
+                match polled {
                     Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
                     Ok(Poll::Pending) => Poll::Pending,
                     Err(payload) => Poll::Ready(Err(payload)),
@@ -591,9 +619,17 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
+        record_for(0, future)
+    }
+
+    /// [`record`] as the future of the profile numbered `invocation`.
+    pub(crate) fn record_for<F: Future>(
+        invocation: u64,
+        future: F,
+    ) -> (Result<F::Output, PanicPayload>, Recording) {
         let runtime = timer_runtime();
         let mut recorder = Recorder::default();
-        let output = runtime.block_on(Observed::new(future, Some(&mut recorder)));
+        let output = runtime.block_on(Observed::tagged(future, Some(&mut recorder), invocation));
         (output, recorder.finish())
     }
 

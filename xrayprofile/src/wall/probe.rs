@@ -50,6 +50,8 @@ use std::sync::{Arc, Weak};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
 
+use crate::sampler::{PollMark, set_poll_mark};
+
 /// The deepest stack a registration keeps; deeper ones keep their leaf side.
 pub(crate) const MAX_FRAMES: usize = 64;
 
@@ -170,22 +172,29 @@ impl Root {
     }
 }
 
-/// Runs `poll` with this frame marked as the invocation's root, so CPU
-/// samples taken on this thread meanwhile are cut here. When `capture`, it is
+/// Runs `poll` with this frame marked as the root of `invocation`'s future
+/// (a [`crate::sampler::Sampler::invocation`]; 0 for none), so CPU samples
+/// taken on this thread meanwhile carry it and are cut here. When `capture`, it is
 /// also a recorded poll: clones of the probe waker made on this thread record
 /// their stacks into the returned log. Nested polls save and restore the
 /// outer one's state.
 #[inline(never)]
-pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T) -> (T, PollLog) {
+pub(crate) fn poll<T>(
+    capture: bool,
+    invocation: u64,
+    buffers: Buffers,
+    poll: impl FnOnce() -> T,
+) -> (T, PollLog) {
     let mark = 0_u8;
     // The mark must live in this frame's memory, not in a register.
     let root = std::hint::black_box(&mark) as *const u8 as usize;
+    let poll_mark = PollMark { root, invocation };
     if !capture {
         // Not recorded: the future has the task's own waker, so no probe
         // clone can happen; only the CPU samples need the mark.
         let restore = Restore {
             outer: None,
-            outer_root: crate::sampler::set_poll_root(root),
+            outer_root: set_poll_mark(poll_mark),
         };
         let output = poll();
         drop(restore);
@@ -205,7 +214,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
         fp_fallbacks: 0,
     };
     let outer = CURRENT.with(|current| current.replace(Some(log)));
-    let outer_root = crate::sampler::set_poll_root(root);
+    let outer_root = set_poll_mark(poll_mark);
     // Restores the thread's state even if `poll` unwinds.
     let restore = Restore {
         outer: Some(outer),
@@ -218,7 +227,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
 
 struct Restore {
     outer: Option<Option<PollLog>>,
-    outer_root: usize,
+    outer_root: PollMark,
 }
 
 impl Restore {
@@ -228,7 +237,7 @@ impl Restore {
     }
 
     fn swap_back(&mut self) -> Option<PollLog> {
-        crate::sampler::set_poll_root(self.outer_root);
+        set_poll_mark(self.outer_root);
         let outer = self.outer.take()?;
         CURRENT
             .try_with(|current| current.replace(outer))
