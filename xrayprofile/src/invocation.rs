@@ -20,7 +20,7 @@ use crate::handler::{HandlerOutput, Invocation};
 use crate::limit;
 use crate::object_key::{ObjectKey, RequestId};
 use crate::pprof_file::Identity;
-use crate::profiler::{ActiveProfile, StoppedProfile};
+use crate::profiler::{self, ActiveProfile, StoppedProfile};
 use crate::report;
 use crate::sampling::{self, Decision};
 use crate::symbolize::Detail;
@@ -255,7 +255,8 @@ impl Plan {
             .memory_estimate()
             .saturating_add(recording.as_ref().map_or(0, Recording::memory_estimate));
         let (request_id, key) = (self.request_id.clone(), self.key.clone());
-        let build = move || self.build(stopped, recording.as_ref(), outcome);
+        let build =
+            move || profiler::as_profiler_work(|| self.build(stopped, recording.as_ref(), outcome));
         Some(PendingUpload::new(request_id, key, bytes, Box::new(build)))
     }
 
@@ -284,7 +285,10 @@ impl Plan {
             body: file.gzipped,
             metadata,
             duration,
-            deadline: self.deadline,
+            // On Lambda Managed Instances the environment runs on after the
+            // deadline, and the upload goes after the response: only its
+            // own time limit applies.
+            deadline: self.deadline.filter(|_| !deferred::never_frozen()),
         })
     }
 }

@@ -108,6 +108,8 @@ pub use config::Mode;
 pub use handler::Invocation;
 pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
+#[cfg(feature = "concurrency")]
+pub use runtime::run_concurrent;
 
 /// Profiles a sampled share of a Lambda handler's invocations.
 ///

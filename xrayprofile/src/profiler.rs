@@ -139,6 +139,20 @@ impl ActiveProfile {
     }
 }
 
+/// Runs `work` as the profiler's own (building a profile): the CPU samples
+/// taken meanwhile on this thread go into no profile. Under concurrency
+/// other profiles are still sampling, and symbolizing one profile is not
+/// the work of another invocation.
+pub(crate) fn as_profiler_work<T>(work: impl FnOnce() -> T) -> T {
+    let outer = sampler::set_poll_mark(sampler::PollMark {
+        root: 0,
+        invocation: sampler::PROFILER_WORK,
+    });
+    let output = work();
+    sampler::set_poll_mark(outer);
+    output
+}
+
 /// A profile whose sampling has stopped and whose samples are not yet
 /// symbolized.
 pub(crate) struct StoppedProfile {

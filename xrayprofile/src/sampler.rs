@@ -100,6 +100,10 @@ pub(crate) struct PollMark {
     pub(crate) invocation: u64,
 }
 
+/// The [`PollMark::invocation`] of the profiler's own work (building
+/// profiles): no profile keeps its samples, as no profile's number is this.
+pub(crate) const PROFILER_WORK: u64 = u64::MAX;
+
 thread_local! {
     /// What this thread is polling now. Const-initialised and without a
     /// destructor, so reading it is a plain TLS load, which is

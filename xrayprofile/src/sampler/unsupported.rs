@@ -63,6 +63,9 @@ pub(crate) struct PollMark {
     pub(crate) invocation: u64,
 }
 
+/// The mark of the profiler's own work (see the Linux sampler).
+pub(crate) const PROFILER_WORK: u64 = u64::MAX;
+
 /// No sampler, so no sample is ever tagged; the mark is kept for symmetry.
 pub(crate) fn set_poll_mark(_mark: PollMark) -> PollMark {
     PollMark::default()
