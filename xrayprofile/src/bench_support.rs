@@ -72,6 +72,19 @@ impl Profiling {
         encode(report::build(self.0.stop(), Detail::Names, None))
     }
 
+    /// Awaits `future` as this profile's invocation does in `cpu` mode: its
+    /// polls are marked with this profile's number, so the CPU samples
+    /// taken in it are this profile's, whichever other profiles run at
+    /// once (issue 18's concurrency benchmark).
+    ///
+    /// # Errors
+    /// The future's panic, as text.
+    pub async fn cpu<F: Future>(&self, future: F) -> Result<F::Output, String> {
+        Observed::tagged(future, None, self.0.invocation())
+            .await
+            .map_err(|_| "the future panicked".to_owned())
+    }
+
     /// Runs `future` as a sampled invocation in the default `wall` mode
     /// does (polled through the waker probe, with the CPU sampler on), then
     /// builds the profile. Returns the output, the time the future took

@@ -245,7 +245,10 @@ impl Plan {
     ) -> Option<PendingUpload> {
         // Building the profile (symbolizing) takes CPU time too; when the
         // deadline is already within the margin, stop the sampler and answer.
-        if upload::budget(self.deadline).is_zero() {
+        // Not on Lambda Managed Instances: there a timed-out invocation is
+        // not stopped, the environment runs on, and the build and upload
+        // come after the response anyway.
+        if !deferred::never_frozen() && upload::budget(self.deadline).is_zero() {
             drop(profile);
             tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
             return None;

@@ -111,12 +111,19 @@ thread_local! {
     static POLL_MARK: std::cell::Cell<PollMark> = const {
         std::cell::Cell::new(PollMark { root: 0, invocation: 0 })
     };
+    /// Set by every mark change, cleared by this thread's next sample: the
+    /// CPU periods it owes from before the change were spent under another
+    /// mark (another invocation's poll, or none), so that sample keeps one
+    /// period and drops the rest rather than hand them to the wrong
+    /// profile. Const-initialised, no destructor: signal-safe.
+    static MARK_MOVED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Marks this thread as polling `mark.invocation`'s future, its stacks cut
 /// at `mark.root` (a zeroed mark clears it). Returns the previous mark,
 /// which the caller restores, so nested wrappers work.
 pub(crate) fn set_poll_mark(mark: PollMark) -> PollMark {
+    MARK_MOVED.with(|moved| moved.set(true));
     POLL_MARK.with(|cell| cell.replace(mark))
 }
 
@@ -946,7 +953,10 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     let errno = unsafe { *libc::__errno_location() };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     if ENABLED.load(Ordering::SeqCst) && !on_excluded_thread() {
-        let periods = periods_owed(info);
+        let mut periods = periods_owed(info);
+        if periods > 0 && MARK_MOVED.with(|moved| moved.replace(false)) {
+            periods = 1;
+        }
         if periods > 0 {
             record(context, periods);
         }
