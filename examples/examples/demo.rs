@@ -260,6 +260,10 @@ async fn run_demo() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64(),
         out.display()
     );
+    println!(
+        "\nread them with the command line (`cargo install --path xrayprofile-cli`):\n  xrayprofile top --dir {0}\n  xrayprofile list --dir {0}\n  xrayprofile flamegraph --dir {0} -o flame.svg",
+        out.display()
+    );
     if failures > 0 || stored.len() != profiled.len() {
         return Err("the demo did not end as expected; see above".into());
     }

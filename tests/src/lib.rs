@@ -7,7 +7,8 @@
 //! - [`function::Function`]: a Lambda function binary started as a child
 //!   process with the environment Lambda would give it;
 //! - [`pprof_view`]: reads the gzipped pprof files back;
-//! - [`harness`]: start all three, invoke, compare answers.
+//! - [`harness`]: start all three, invoke, compare answers;
+//! - [`cli`]: run the `xrayprofile` command line against that S3 server.
 //!
 //! Nothing here is mocked: the function under test runs the published
 //! `lambda_runtime` and `aws-sdk-s3` code paths end to end. The S3 server's
@@ -15,6 +16,7 @@
 //! do and a healthy local server does not (403, 500/503, no answer, a slow
 //! answer) in front of the real s3s server.
 
+pub mod cli;
 pub mod function;
 pub mod harness;
 pub mod pprof_view;

@@ -249,3 +249,50 @@ pub fn google_pprof_top(
         .env("PPROF_BINARY_PATH", binary_path);
     stdout_of(command)
 }
+
+/// One sample: names root first, wall ns, cpu ns, `state` label.
+pub struct Row {
+    /// Function names, root first.
+    pub names: Vec<String>,
+    /// The `wall` value, ns.
+    pub wall: i64,
+    /// The `cpu` value, ns.
+    pub cpu: i64,
+    /// The `state` label, empty when there is none.
+    pub state: String,
+}
+
+/// Every sample of a wall-clock profile as a [`Row`].
+pub fn rows(profile: &Profile) -> Vec<Row> {
+    let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+    profile
+        .sample
+        .iter()
+        .map(|s| {
+            let mut names: Vec<String> = s
+                .location_id
+                .iter()
+                .flat_map(|id| {
+                    let loc = profile.location.iter().find(|l| l.id == *id).unwrap();
+                    loc.line.iter().map(|line| {
+                        let f = profile.function.iter().find(|f| f.id == line.function_id);
+                        text(f.unwrap().name)
+                    })
+                })
+                .collect();
+            names.reverse();
+            let state = s
+                .label
+                .iter()
+                .find(|l| text(l.key) == "state")
+                .map(|l| text(l.str))
+                .unwrap_or_default();
+            Row {
+                names,
+                wall: s.value[0],
+                cpu: s.value[1],
+                state,
+            }
+        })
+        .collect()
+}

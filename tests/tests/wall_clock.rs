@@ -10,6 +10,7 @@ use pprof::protos::Profile;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xrayprofile_tests::harness::{BUCKET, Setup, invoke, request_id, setup};
+use xrayprofile_tests::pprof_view::{Row, rows};
 use xrayprofile_tests::runtime_api::Outcome;
 use xrayprofile_tests::{pprof_view, trace_header, trace_root};
 
@@ -51,48 +52,6 @@ async fn profiled(setup: &Setup, n: u32, payload: Value) -> (Outcome, Profile, V
         .object(BUCKET, &key)
         .unwrap_or_else(|| panic!("no profile at {key}: {:?}", setup.s3.keys(BUCKET)));
     (outcome, pprof_view::decode(&body).unwrap(), body)
-}
-
-/// One sample: names root first, wall ns, cpu ns, `state` label.
-struct Row {
-    names: Vec<String>,
-    wall: i64,
-    cpu: i64,
-    state: String,
-}
-
-fn rows(profile: &Profile) -> Vec<Row> {
-    let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
-    profile
-        .sample
-        .iter()
-        .map(|s| {
-            let mut names: Vec<String> = s
-                .location_id
-                .iter()
-                .flat_map(|id| {
-                    let loc = profile.location.iter().find(|l| l.id == *id).unwrap();
-                    loc.line.iter().map(|line| {
-                        let f = profile.function.iter().find(|f| f.id == line.function_id);
-                        text(f.unwrap().name)
-                    })
-                })
-                .collect();
-            names.reverse();
-            let state = s
-                .label
-                .iter()
-                .find(|l| text(l.key) == "state")
-                .map(|l| text(l.str))
-                .unwrap_or_default();
-            Row {
-                names,
-                wall: s.value[0],
-                cpu: s.value[1],
-                state,
-            }
-        })
-        .collect()
 }
 
 /// Wall nanoseconds of the samples in `state` with a frame containing `name`.

@@ -8,7 +8,9 @@
 //! - `symbolize = <bool literal>` (`false`: address-level profiles).
 //!
 //! Every value is checked here, at compile time, and every problem is reported
-//! at the token that caused it.
+//! at the token that caused it. The rules themselves (argument names, bucket
+//! and prefix rules, the `sample_rate` formula, mode names) are
+//! `xrayprofile_rules`', which the runtime applies to the same settings.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -16,19 +18,10 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitFloat, LitInt, LitStr, Meta, Token, UnOp};
 
+use xrayprofile_rules::{ARGUMENTS, Mode};
+
 use crate::diag::Diag;
 
-/// Every argument name, in the order the documentation lists them.
-const NAMES: [&str; 7] = [
-    "threshold",
-    "sample_rate",
-    "bucket",
-    "prefix",
-    "max_per_minute",
-    "mode",
-    "symbolize",
-];
-const EXPECTED: &str = "expected one of `threshold`, `sample_rate`, `bucket`, `prefix`, `max_per_minute`, `mode`, `symbolize`";
 const THRESHOLD_RANGE: &str = "`threshold` must be 0..=65535 (it is compared with the trace ID's last 4 hex digits); 655 profiles about 1 % of invocations";
 const SAMPLE_RATE_RANGE: &str = "`sample_rate` must be greater than 0.0 and at most 1.0; 0.01 profiles about 1 % of invocations";
 
@@ -44,11 +37,10 @@ pub(crate) struct Args {
     pub(crate) symbolize: Option<(bool, Span)>,
 }
 
-/// What `mode` selects.
-#[derive(Clone, Copy)]
-pub(crate) enum Mode {
-    Wall,
-    Cpu,
+/// "expected one of `threshold`, `sample_rate`, ...": every argument name.
+fn expected() -> String {
+    let names: Vec<String> = ARGUMENTS.iter().map(|name| format!("`{name}`")).collect();
+    format!("expected one of {}", names.join(", "))
 }
 
 /// The raw `name = value` list, before any argument is interpreted.
@@ -86,7 +78,7 @@ impl Args {
                 args.bucket = string(&ident, &value, diag).filter(|lit| {
                     check(
                         lit,
-                        bucket_problem,
+                        xrayprofile_rules::bucket_problem,
                         "`bucket` is not a valid S3 bucket name",
                         diag,
                     )
@@ -101,7 +93,7 @@ impl Args {
                 args.prefix = string(&ident, &value, diag).filter(|lit| {
                     check(
                         lit,
-                        prefix_problem,
+                        xrayprofile_rules::prefix_problem,
                         "`prefix` cannot start an object key",
                         diag,
                     )
@@ -111,7 +103,7 @@ impl Args {
                     .map_or_else(String::new, |name| format!("did you mean `{name}`? "));
                 diag.error(
                     &ident,
-                    format!("unknown argument `{ident}`; {hint}{EXPECTED}"),
+                    format!("unknown argument `{ident}`; {hint}{}", expected()),
                 );
             }
         }
@@ -129,7 +121,7 @@ fn name_value(meta: Meta, diag: &mut Diag) -> Option<(Ident, Expr)> {
         Meta::NameValue(nv) => (nv.path, nv.value),
         Meta::Path(path) => {
             let fix = path.get_ident().map_or_else(
-                || format!("arguments are written `name = value`; {EXPECTED}"),
+                || format!("arguments are written `name = value`; {}", expected()),
                 |ident| format!("`{ident}` needs a value; write `{ident} = ...`"),
             );
             diag.error(&path, fix);
@@ -138,7 +130,10 @@ fn name_value(meta: Meta, diag: &mut Diag) -> Option<(Ident, Expr)> {
         Meta::List(list) => {
             diag.error(
                 &list,
-                format!("arguments are written `name = value`, not `name(...)`; {EXPECTED}"),
+                format!(
+                    "arguments are written `name = value`, not `name(...)`; {}",
+                    expected()
+                ),
             );
             return None;
         }
@@ -146,7 +141,7 @@ fn name_value(meta: Meta, diag: &mut Diag) -> Option<(Ident, Expr)> {
     match path.get_ident() {
         Some(ident) => Some((ident.clone(), value)),
         None => {
-            diag.error(&path, format!("unknown argument; {EXPECTED}"));
+            diag.error(&path, format!("unknown argument; {}", expected()));
             None
         }
     }
@@ -264,14 +259,10 @@ fn sample_rate(value: &Expr, diag: &mut Diag) -> Option<(u16, Span)> {
             return None;
         }
     };
-    if !(rate > 0.0 && rate <= 1.0) {
+    let Some(threshold) = xrayprofile_rules::threshold_from_rate(rate) else {
         diag.error(value, SAMPLE_RATE_RANGE);
         return None;
-    }
-    // threshold = ceil(r * 65536) - 1: 0.01 → 655, 0.1 → 6553, 1.0 → 65535.
-    let threshold = (rate * 65536.0).ceil() - 1.0;
-    // In range by the check above; the fallback keeps the macro panic-free.
-    let threshold = u16::try_from(threshold as i64).unwrap_or(u16::MAX);
+    };
     Some((threshold, value.span()))
 }
 
@@ -307,13 +298,13 @@ fn mode(value: &Expr, diag: &mut Diag) -> Option<(Mode, Span)> {
         );
         return None;
     };
-    match lit.value().as_str() {
-        "wall" => Some((Mode::Wall, lit.span())),
-        "cpu" => Some((Mode::Cpu, lit.span())),
-        other => {
+    let value = lit.value();
+    match xrayprofile_rules::mode(&value) {
+        Some(mode) => Some((mode, lit.span())),
+        None => {
             diag.error(
                 lit,
-                format!("unknown mode {other:?}; write `mode = \"wall\"` (where the time went, awaits included; the default) or `mode = \"cpu\"` (CPU time only)"),
+                format!("unknown mode {value:?}; write `mode = \"wall\"` (where the time went, awaits included; the default) or `mode = \"cpu\"` (CPU time only)"),
             );
             None
         }
@@ -352,54 +343,17 @@ fn check(
 ) -> bool {
     match rule(&lit.value()) {
         Some(problem) => {
-            diag.error(lit, format!("{what}: {problem}"));
+            diag.error(lit, format!("{what}: it {problem}"));
             false
         }
         None => true,
     }
 }
 
-/// Which S3 bucket naming rule `name` breaks, if any.
-fn bucket_problem(name: &str) -> Option<&'static str> {
-    let bytes = name.as_bytes();
-    let alnum = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    if !(3..=63).contains(&bytes.len()) {
-        Some("it must be 3 to 63 characters long")
-    } else if !bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
-    {
-        Some("only lower-case letters, digits, `.` and `-` are allowed")
-    } else if !alnum(bytes.first()) || !alnum(bytes.last()) {
-        Some("it must start and end with a letter or digit")
-    } else if name.contains("..") {
-        Some("it must not contain two adjacent periods")
-    } else if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        Some("it must not be formatted as an IP address")
-    } else {
-        None
-    }
-}
-
-/// Why `prefix` cannot start an object key, if it cannot.
-fn prefix_problem(prefix: &str) -> Option<&'static str> {
-    if prefix.len() > 512 {
-        Some("it is longer than 512 bytes")
-    } else if prefix.starts_with('/') {
-        Some("it starts with `/`; S3 keys have no leading slash")
-    } else if prefix.split('/').any(|s| s == ".." || s == ".") {
-        Some("it has a `.` or `..` segment")
-    } else if prefix.chars().any(char::is_control) {
-        Some("it contains a control character")
-    } else {
-        None
-    }
-}
-
 /// The argument name closest to `unknown`, if it is a plausible typo.
 fn did_you_mean(unknown: &str) -> Option<&'static str> {
     let lower = unknown.to_ascii_lowercase();
-    NAMES
+    ARGUMENTS
         .iter()
         .map(|name| (edit_distance(&lower, name), *name))
         .filter(|(distance, name)| *distance <= (name.len() / 3).max(1))
@@ -551,6 +505,35 @@ mod tests {
             let (_, errors) = parse(src);
             assert_eq!(errors.len(), 1, "{src}");
             assert!(errors[0].contains(message), "{src}: {errors:?}");
+        }
+    }
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../xrayprofile-rules/tests/same_verdict/table.rs"
+    ));
+
+    /// The attribute accepts exactly the values the runtime accepts from
+    /// `XRAYPROFILE_*` and `ProfileLayer` (the same table is fed to
+    /// `xrayprofile`'s `layer.rs` tests).
+    #[test]
+    fn the_attribute_gives_the_runtimes_verdicts() {
+        for &(argument, value, accepted) in SAME_VERDICT {
+            let src = if argument == "sample_rate" {
+                format!("{argument} = {value}")
+            } else {
+                format!("{argument} = {value:?}")
+            };
+            let (args, errors) = parse(&src);
+            assert_eq!(errors.is_empty(), accepted, "{src}: {errors:?}");
+            let kept = match argument {
+                "bucket" => args.bucket.is_some(),
+                "prefix" => args.prefix.is_some(),
+                "mode" => args.mode.is_some(),
+                "sample_rate" => args.threshold.is_some(),
+                other => panic!("no compile-time check for `{other}` in the table"),
+            };
+            assert_eq!(kept, accepted, "{src}");
         }
     }
 }

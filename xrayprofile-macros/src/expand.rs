@@ -5,11 +5,13 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::visit_mut::VisitMut;
-use syn::{AttrStyle, ItemFn, ReturnType, Type};
+use syn::{ReturnType, Type};
 
-use crate::args::{Args, Mode, RawArgs};
+use xrayprofile_rules::Mode;
+
+use crate::args::{Args, RawArgs};
 use crate::diag::Diag;
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerFn};
 
 /// Expands `#[xrayprofile(args)] item`. On any error the item comes back
 /// unchanged beside the errors, so callers of the handler see no
@@ -23,7 +25,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             Args::default()
         }
     };
-    let item_fn = match syn::parse2::<ItemFn>(item.clone()) {
+    let item_fn = match syn::parse2::<HandlerFn>(item.clone()) {
         Ok(item_fn) => item_fn,
         Err(_) => {
             diag.push(syn::Error::new(
@@ -63,7 +65,10 @@ fn with_errors(item: TokenStream, diag: Diag) -> TokenStream {
 /// Output:
 /// ```text
 /// async fn handler(event: LambdaEvent<T>) -> Result<R, E> {
-///     static SITE: Site = Site::new(Some(655), None, None, None, None, None);
+///     static SITE: Site = Site {
+///         threshold: Some(655), bucket: None, prefix: None,
+///         max_per_minute: None, mode: None, symbolize: None,
+///     };
 ///     let wrapper = Wrapper::begin(&SITE, &event);
 ///     wrapper.run(async move {
 ///         let <destructuring patterns> = <hidden args>;   // only if any
@@ -78,16 +83,13 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
         invocation,
         rebinds,
     } = handler;
-    let ItemFn {
+    let HandlerFn {
         attrs,
         vis,
         sig,
-        block,
+        inner_attrs,
+        body,
     } = item;
-    let outer = attrs.iter().filter(|a| matches!(a.style, AttrStyle::Outer));
-    let inner = attrs
-        .iter()
-        .filter(|a| matches!(a.style, AttrStyle::Inner(_)));
 
     let private = quote!(::xrayprofile::__private);
     let option = |value: Option<TokenStream>| match value {
@@ -121,19 +123,26 @@ fn wrap(args: &Args, handler: Handler) -> TokenStream {
             let mut ty = (**ty).clone();
             EraseImplTrait.visit_type_mut(&mut ty);
             let span = syn::spanned::Spanned::span(&ty);
-            (quote_spanned!(span=> let #ret: #ty = #block;), span)
+            (quote_spanned!(span=> let #ret: #ty = #body;), span)
         }
-        ReturnType::Default => (quote!(let #ret: () = #block;), sig.ident.span()),
+        ReturnType::Default => (quote!(let #ret: () = #body;), sig.ident.span()),
     };
     // Spanned at the return type too: `run` requires a `Result`, and a
     // handler returning something else is told so at its return type.
     let run = quote_spanned!(ret_span=> ::xrayprofile::__private::Wrapper::run);
 
     quote! {
-        #(#outer)*
+        #(#attrs)*
         #vis #sig {
-            #(#inner)*
-            static #site: #private::Site = #private::Site::new(#threshold, #bucket, #prefix, #max_per_minute, #mode, #symbolize);
+            #(#inner_attrs)*
+            static #site: #private::Site = #private::Site {
+                threshold: #threshold,
+                bucket: #bucket,
+                prefix: #prefix,
+                max_per_minute: #max_per_minute,
+                mode: #mode,
+                symbolize: #symbolize,
+            };
             let #wrapper = #begin;
             #run(#wrapper, async move {
                 #rebinds

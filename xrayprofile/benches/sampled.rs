@@ -1,7 +1,7 @@
 //! P3 and P4: what one sampled invocation adds, for the first sampled
 //! invocation of the process and the following nine; then the profile sizes.
 //!
-//! `cargo bench -p xrayprofile --bench sampled`
+//! `cargo bench -p xrayprofile --features bench --bench sampled`
 //!
 //! Each invocation: VmHWM is reset to the current RSS (`5` written to
 //! `/proc/self/clear_refs`), VmRSS is read as the baseline, the profiler
@@ -42,7 +42,7 @@ fn sampled(chunks: u64) -> Row {
     let body = returned - started;
     let other_cpu =
         (workload::process_cpu() - process_cpu).saturating_sub(workload::thread_cpu() - thread_cpu);
-    let encoded = profile.finish().unwrap();
+    let encoded = profile.finish();
     let ready = returned.elapsed();
     let peak = workload::status_kib("VmHWM");
     let after = workload::status_kib("VmRSS");
@@ -108,12 +108,12 @@ fn main() {
     let long = {
         let profile = Profiling::start().unwrap();
         black_box(workload::work_handler(chunks * 10));
-        profile.finish().unwrap()
+        profile.finish()
     };
     let addresses = |chunks| {
         let profile = Profiling::start().unwrap();
         black_box(workload::work_handler(chunks));
-        profile.finish_addresses().unwrap()
+        profile.finish_addresses()
     };
     let (short_addresses, long_addresses) = (addresses(chunks), addresses(chunks * 10));
     println!(

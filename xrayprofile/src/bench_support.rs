@@ -57,11 +57,21 @@ impl Profiling {
 
     /// Stops, symbolizes and encodes, as a sampled invocation does after the
     /// handler returns.
+    pub fn finish(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Names, None))
+    }
+
+    /// Awaits `future` as this profile's invocation does in `cpu` mode: its
+    /// polls are marked with this profile's number, so the CPU samples
+    /// taken in it are this profile's, whichever other profiles run at
+    /// once (issue 18's concurrency benchmark).
     ///
     /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish(self) -> Result<Encoded, String> {
-        Ok(encode(report::build(self.0.stop(), Detail::Names, None)))
+    /// The future's panic, as text.
+    pub async fn cpu<F: Future>(&self, future: F) -> Result<F::Output, String> {
+        Observed::tagged(future, None, self.0.invocation())
+            .await
+            .map_err(|_| "the future panicked".to_owned())
     }
 
     /// Runs `future` as a sampled invocation in the default `wall` mode
@@ -70,7 +80,7 @@ impl Profiling {
     /// (what the caller waits for) and the encoded profile.
     ///
     /// # Errors
-    /// The profiler's or encoder's error, as text, or the future's panic.
+    /// The future's panic, as text.
     pub async fn wall<F: Future>(
         self,
         future: F,
@@ -108,15 +118,8 @@ impl Profiling {
 
     /// Like [`Profiling::finish`], writing an address-level profile
     /// (`XRAYPROFILE_SYMBOLIZE=false`) instead of names.
-    ///
-    /// # Errors
-    /// The profiler's or encoder's error, as text.
-    pub fn finish_addresses(self) -> Result<Encoded, String> {
-        Ok(encode(report::build(
-            self.0.stop(),
-            Detail::Addresses,
-            None,
-        )))
+    pub fn finish_addresses(self) -> Encoded {
+        encode(report::build(self.0.stop(), Detail::Addresses, None))
     }
 }
 
@@ -273,7 +276,7 @@ pub fn capture_cost(clones: u32, depth: u32) -> CaptureCost {
         let root = probe::Root::new(std::task::Waker::noop());
         let waker = root.waker();
         let started = std::time::Instant::now();
-        let (_, log) = probe::poll(true, probe::Buffers::default(), || {
+        let (_, log) = probe::poll(true, 0, probe::Buffers::default(), || {
             let mut cx = std::task::Context::from_waker(waker);
             nest(depth, &mut cx, clones)
         });

@@ -65,25 +65,29 @@ pub(crate) const DEFAULT_MAX_PER_MINUTE: u32 = 10;
 /// room for the key under it.
 const MAX_OUTPUT_DIR_LEN: usize = 3_072;
 
-/// The most bytes a key prefix may have; S3 keys are limited to 1,024 bytes and
-/// the rest of the key needs about 80.
-const MAX_PREFIX_LEN: usize = 512;
-
-/// What one `#[xrayprofile(...)]` attribute wrote; `None` where it was silent.
+/// What one `#[xrayprofile(...)]` attribute (or one `ProfileLayer`) wrote;
+/// `None` where it was silent. The macro writes one per handler, as a
+/// `static` struct literal with named fields.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Defaults {
-    pub(crate) threshold: Option<u16>,
-    pub(crate) bucket: Option<&'static str>,
-    pub(crate) prefix: Option<&'static str>,
-    /// `0` = no cap.
-    pub(crate) max_per_minute: Option<u32>,
-    pub(crate) mode: Option<Mode>,
-    /// `false`: addresses only, for offline symbolization.
-    pub(crate) symbolize: Option<bool>,
+pub struct Site {
+    /// `threshold`, or the one `sample_rate` gave.
+    pub threshold: Option<u16>,
+    /// `bucket`, already checked.
+    pub bucket: Option<&'static str>,
+    /// `prefix`, already checked.
+    pub prefix: Option<&'static str>,
+    /// `max_per_minute`; `Some(0)` removes the cap.
+    pub max_per_minute: Option<u32>,
+    /// `mode`.
+    pub mode: Option<Mode>,
+    /// `symbolize`; `Some(false)` asks for address-level profiles.
+    pub symbolize: Option<bool>,
 }
 
 /// What a profile measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Mode {
     /// Where the invocation's time went, awaits included: sample types
     /// `wall/nanoseconds` (the default view) and `cpu/nanoseconds`.
@@ -94,12 +98,12 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode `value` names, by the rule the attribute uses too.
     fn parse(value: &str) -> Option<Mode> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "wall" => Some(Mode::Wall),
-            "cpu" => Some(Mode::Cpu),
-            _ => None,
-        }
+        xrayprofile_rules::mode(value).map(|mode| match mode {
+            xrayprofile_rules::Mode::Wall => Mode::Wall,
+            xrayprofile_rules::Mode::Cpu => Mode::Cpu,
+        })
     }
 }
 
@@ -182,11 +186,14 @@ impl Overrides {
         var: impl Fn(&str) -> Option<OsString>,
     ) -> (Overrides, Vec<ConfigProblem>) {
         let mut problems = Vec::new();
-        // Reads `name` and keeps it only if `parse` accepts it.
-        let mut read = |name: &'static str,
-                        fix: &'static str,
-                        parse: &dyn Fn(&str) -> Option<String>|
-         -> Option<String> {
+        // Reads `name` and parses it once; a value `parse` refuses is a problem.
+        fn read<T>(
+            var: &impl Fn(&str) -> Option<OsString>,
+            problems: &mut Vec<ConfigProblem>,
+            name: &'static str,
+            fix: &'static str,
+            parse: impl Fn(&str) -> Option<T>,
+        ) -> Option<T> {
             let raw = var(name)?;
             let parsed = raw
                 .to_str()
@@ -200,62 +207,76 @@ impl Overrides {
                 });
             }
             parsed
+        }
+        let text = |ok: fn(&str) -> Option<&'static str>| {
+            move |v: &str| ok(v).is_none().then(|| v.to_owned())
         };
-        let keep = |ok: fn(&str) -> bool| move |v: &str| ok(v).then(|| v.to_owned());
 
         let enabled = read(
+            &var,
+            &mut problems,
             ENV_ENABLED,
             "set it to `true` or `false` (or `1`/`0`)",
-            &keep(|v| parse_bool(v).is_some()),
+            parse_bool,
         )
-        .and_then(|v| parse_bool(&v))
         .unwrap_or(true);
         let threshold = read(
+            &var,
+            &mut problems,
             ENV_THRESHOLD,
             "set it to an integer from 0 to 65535 (655 profiles about 1 % of invocations)",
-            &keep(|v| parse_number::<u16>(v).is_some()),
+            parse_number::<u16>,
         )
-        .and_then(|v| parse_number::<u16>(&v))
         .map(Threshold);
         let bucket = read(
+            &var,
+            &mut problems,
             ENV_BUCKET,
             "set it to an S3 bucket name: 3-63 characters of a-z, 0-9, `.` and `-`, starting and ending with a letter or digit",
-            &keep(|v| bucket_name_problem(v).is_none()),
+            text(bucket_problem),
         );
         let prefix = read(
+            &var,
+            &mut problems,
             ENV_PREFIX,
             "set it to a key prefix of at most 512 bytes with no leading `/`, no `..` segment, no control characters and no leading or trailing whitespace, or unset it",
-            &keep(|v| prefix_problem(v).is_none()),
+            text(prefix_problem),
         );
         let force_path_style = read(
+            &var,
+            &mut problems,
             ENV_FORCE_PATH_STYLE,
             "set it to `true` or `false`",
-            &keep(|v| parse_bool(v).is_some()),
+            parse_bool,
         )
-        .and_then(|v| parse_bool(&v))
         .unwrap_or(false);
         let max_per_minute = read(
+            &var,
+            &mut problems,
             ENV_MAX_PER_MINUTE,
             "set it to a whole number of profiles per minute, at most 4294967295 (`0` removes the cap; the default is 10)",
-            &keep(|v| parse_number::<u32>(v).is_some()),
-        )
-        .and_then(|v| parse_number::<u32>(&v));
+            parse_number::<u32>,
+        );
         let symbolize = read(
+            &var,
+            &mut problems,
             ENV_SYMBOLIZE,
             "set it to `true` (names in the profile) or `false` (addresses, mappings and build IDs, for stripped binaries)",
-            &keep(|v| parse_bool(v).is_some()),
-        )
-        .and_then(|v| parse_bool(&v));
+            parse_bool,
+        );
         let mode = read(
+            &var,
+            &mut problems,
             ENV_MODE,
             "set it to `wall` (where the time went, awaits included; the default) or `cpu` (CPU time only)",
-            &keep(|v| Mode::parse(v).is_some()),
-        )
-        .and_then(|v| Mode::parse(&v));
+            Mode::parse,
+        );
         let region = read(
+            &var,
+            &mut problems,
             ENV_REGION,
             "Lambda sets it to the function's region, such as `us-east-1`; without a valid region the default bucket name cannot be built, so set XRAYPROFILE_S3_BUCKET",
-            &keep(|v| region_problem(v).is_none()),
+            text(region_problem),
         );
         // A directory is a path, not text: any bytes Linux accepts are fine.
         let output_dir = var(ENV_OUTPUT_DIR).and_then(|dir| {
@@ -285,25 +306,25 @@ impl Overrides {
         (overrides, problems)
     }
 
-    /// Merges these overrides over one attribute's defaults.
-    pub(crate) fn settings(&self, defaults: &Defaults) -> Settings<'_> {
+    /// Merges these overrides over one attribute's values.
+    pub(crate) fn settings(&self, site: &Site) -> Settings<'_> {
         let threshold = self
             .threshold
-            .unwrap_or(Threshold(defaults.threshold.unwrap_or(0)));
+            .unwrap_or(Threshold(site.threshold.unwrap_or(0)));
         let max_per_minute = self
             .max_per_minute
-            .or(defaults.max_per_minute)
+            .or(site.max_per_minute)
             .unwrap_or(DEFAULT_MAX_PER_MINUTE);
         Settings {
             enabled: self.enabled,
             threshold,
-            bucket: self.bucket.as_deref().or(defaults.bucket),
-            prefix: self.prefix.as_deref().or(defaults.prefix).unwrap_or(""),
+            bucket: self.bucket.as_deref().or(site.bucket),
+            prefix: self.prefix.as_deref().or(site.prefix).unwrap_or(""),
             output_dir: self.output_dir.as_deref(),
             force_path_style: self.force_path_style,
             max_per_minute: NonZeroU32::new(max_per_minute),
-            symbolize: self.symbolize.or(defaults.symbolize).unwrap_or(true),
-            mode: self.mode.or(defaults.mode).unwrap_or_default(),
+            symbolize: self.symbolize.or(site.symbolize).unwrap_or(true),
+            mode: self.mode.or(site.mode).unwrap_or_default(),
             region: self.region.as_deref(),
         }
     }
@@ -324,64 +345,7 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// The threshold that profiles the share `rate` of invocations,
-/// `ceil(rate × 65536) − 1` (0.01 → 655, 1.0 → 65535), as the attribute's
-/// `sample_rate` computes it; `None` unless `0.0 < rate <= 1.0`.
-pub(crate) fn threshold_from_rate(rate: f64) -> Option<u16> {
-    if !(rate > 0.0 && rate <= 1.0) {
-        return None;
-    }
-    // In 0..=65535 by the check above: `as` cannot saturate here.
-    u16::try_from((rate * 65536.0).ceil() as i64 - 1).ok()
-}
-
-/// Which S3 bucket naming rule `name` breaks, if any.
-pub(crate) fn bucket_name_problem(name: &str) -> Option<&'static str> {
-    let bytes = name.as_bytes();
-    if !(3..=63).contains(&bytes.len()) {
-        return Some("must be 3 to 63 characters long");
-    }
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
-    {
-        return Some("may contain only lower-case letters, digits, `.` and `-`");
-    }
-    let alnum = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    if !alnum(bytes.first()) || !alnum(bytes.last()) {
-        return Some("must start and end with a letter or digit");
-    }
-    if name.contains("..") {
-        return Some("must not contain two adjacent periods");
-    }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Some("must not be formatted as an IP address");
-    }
-    None
-}
-
-/// Why `prefix` cannot start an object key, if it cannot.
-pub(crate) fn prefix_problem(prefix: &str) -> Option<&'static str> {
-    if prefix.len() > MAX_PREFIX_LEN {
-        return Some("is longer than 512 bytes");
-    }
-    if prefix.starts_with('/') {
-        return Some("starts with `/`");
-    }
-    if prefix
-        .split('/')
-        .any(|segment| segment == ".." || segment == ".")
-    {
-        return Some("has a `.` or `..` segment");
-    }
-    if prefix.chars().any(char::is_control) {
-        return Some("contains a control character");
-    }
-    if prefix.trim() != prefix {
-        return Some("has leading or trailing whitespace");
-    }
-    None
-}
+pub(crate) use xrayprofile_rules::{bucket_problem, prefix_problem, threshold_from_rate};
 
 /// Why `region` cannot be part of the default bucket name, if it cannot.
 /// Every AWS region is lower-case letters, digits and `-`, starting with a
@@ -418,7 +382,7 @@ mod tests {
         Overrides::from_env(|name| map.get(name).cloned())
     }
 
-    const ATTRIBUTE: Defaults = Defaults {
+    const ATTRIBUTE: Site = Site {
         threshold: Some(655),
         bucket: Some("attr-bucket"),
         prefix: Some("attr"),
@@ -431,7 +395,7 @@ mod tests {
     fn mode_defaults_to_wall_the_attribute_then_env_choose() {
         let (overrides, _) = env(&[]);
         assert_eq!(overrides.settings(&ATTRIBUTE).mode, Mode::Wall);
-        let cpu = Defaults {
+        let cpu = Site {
             mode: Some(Mode::Cpu),
             symbolize: Some(false),
             ..ATTRIBUTE
@@ -483,7 +447,7 @@ mod tests {
     #[test]
     fn built_in_defaults_apply_when_both_are_silent() {
         let (overrides, _) = env(&[]);
-        let settings = overrides.settings(&Defaults::default());
+        let settings = overrides.settings(&Site::default());
         assert_eq!(settings.threshold, Threshold(0));
         assert_eq!(settings.bucket, None);
         assert_eq!(settings.prefix, "");
@@ -573,52 +537,10 @@ mod tests {
     }
 
     #[test]
-    fn sample_rate_becomes_the_attributes_threshold() {
-        assert_eq!(threshold_from_rate(0.01), Some(655));
-        assert_eq!(threshold_from_rate(0.1), Some(6553));
-        assert_eq!(threshold_from_rate(1.0), Some(65535));
-        assert_eq!(threshold_from_rate(1e-9), Some(0));
-        for bad in [0.0, -0.5, 1.0001, f64::NAN, f64::INFINITY] {
-            assert_eq!(threshold_from_rate(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn bucket_rules() {
-        for ok in ["abc", "my-profiles", "a.b.c", "0123456789", &"a".repeat(63)] {
-            assert_eq!(bucket_name_problem(ok), None, "{ok:?}");
-        }
-        let bad = [
-            ("ab", "3 to 63"),
-            (&"a".repeat(64), "3 to 63"),
-            ("My-Bucket", "lower-case"),
-            ("my_bucket", "lower-case"),
-            ("-abc", "start and end"),
-            ("abc.", "start and end"),
-            ("a..b", "adjacent periods"),
-            ("192.168.1.1", "IP address"),
-        ];
-        for (name, rule) in bad {
-            let problem = bucket_name_problem(name).unwrap_or_default();
-            assert!(problem.contains(rule), "{name:?}: {problem:?}");
-        }
-    }
-
-    #[test]
-    fn prefix_rules() {
-        for ok in ["", "profiles", "profiles/", "team/service"] {
-            assert_eq!(prefix_problem(ok), None, "{ok:?}");
-        }
-        for bad in ["/abs", "a/../b", "..", "a\nb", &"p".repeat(513)] {
-            assert!(prefix_problem(bad).is_some(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn max_per_minute_precedence_default_and_zero() {
         let (overrides, _) = env(&[]);
         assert_eq!(
-            overrides.settings(&Defaults::default()).max_per_minute,
+            overrides.settings(&Site::default()).max_per_minute,
             NonZeroU32::new(DEFAULT_MAX_PER_MINUTE)
         );
         assert_eq!(
@@ -633,7 +555,7 @@ mod tests {
         );
         let (overrides, _) = env(&[(ENV_MAX_PER_MINUTE, "0")]);
         assert_eq!(overrides.settings(&ATTRIBUTE).max_per_minute, None);
-        let no_cap = Defaults {
+        let no_cap = Site {
             max_per_minute: Some(0),
             ..ATTRIBUTE
         };
@@ -756,7 +678,7 @@ mod tests {
                     prop_assert_eq!(settings.max_per_minute, NonZeroU32::new(20));
                 }
                 match &overrides.bucket {
-                    Some(bucket) => prop_assert_eq!(bucket_name_problem(bucket), None),
+                    Some(bucket) => prop_assert_eq!(bucket_problem(bucket), None),
                     None => prop_assert_eq!(settings.bucket, Some("attr-bucket")),
                 }
                 match &overrides.prefix {

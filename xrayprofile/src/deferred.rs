@@ -19,6 +19,11 @@
 //! ran (or hold one until its deadline). An INVOKE whose invocation the
 //! runtime never gets is settled once the runtime starts another one.
 //!
+//! Under `crate::run_concurrent` with several invocations at once (Lambda
+//! Managed Instances, never frozen) steps 1 and 2 hold and there is no
+//! extension: the uploads simply run in the background
+//! ([`enable_concurrent`]).
+//!
 //! Without [`crate::run`] nothing here is enabled and [`defer`] hands the
 //! job back, so the wrapper uploads inline as before; [`disable`] returns to
 //! that when the extension stops.
@@ -37,8 +42,14 @@ use crate::upload::PendingUpload;
 
 /// Uploads that may wait at once; more are dropped (and logged) rather than
 /// held in memory. In the classic one-invocation-at-a-time model there is
-/// at most one.
-const MAX_PENDING: usize = 8;
+/// at most one; [`enable_concurrent`] raises it with the concurrency.
+static MAX_PENDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8);
+/// Uploads per invocation the environment may run at once, under
+/// [`enable_concurrent`]: one waiting for its response, the others
+/// uploading while the next invocations run (bytes stay bounded by
+/// [`MAX_PENDING_BYTES`]).
+#[cfg(feature = "concurrency")]
+const PENDING_PER_CONCURRENT_INVOCATION: usize = 4;
 /// Bytes of stopped profiles (raw samples and stacks) that may wait at once.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// The extension answers this long before the invocation deadline even if an
@@ -52,6 +63,8 @@ const UNKNOWN_DEADLINE_WAIT: Duration = Duration::from_secs(900);
 const ANSWERED_KEPT: usize = 64;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Set by [`enable_concurrent`]: the environment is never frozen.
+static NEVER_FROZEN: AtomicBool = AtomicBool::new(false);
 
 /// Jobs waiting for their response, and the keys of the uploads running.
 #[derive(Default)]
@@ -135,6 +148,25 @@ pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Release);
 }
 
+/// Turns deferred uploads on for an environment that runs up to
+/// `concurrency` invocations at once and is never frozen (Lambda Managed
+/// Instances, under `crate::run_concurrent`): each upload starts after its
+/// response and runs in the background; no extension waits for it.
+#[cfg(feature = "concurrency")]
+pub(crate) fn enable_concurrent(concurrency: usize) {
+    let limit = concurrency.saturating_mul(PENDING_PER_CONCURRENT_INVOCATION);
+    MAX_PENDING.store(limit.max(8), Ordering::Release);
+    NEVER_FROZEN.store(true, Ordering::Release);
+    enable();
+}
+
+/// Whether the environment keeps running between invocations (Lambda
+/// Managed Instances), so an upload after the response is not bound by its
+/// invocation's deadline.
+pub(crate) fn never_frozen() -> bool {
+    NEVER_FROZEN.load(Ordering::Acquire)
+}
+
 /// Turns deferred uploads off again: the extension that keeps the
 /// environment awake for them has stopped, so later profiles upload inline.
 pub(crate) fn disable() {
@@ -151,7 +183,9 @@ pub(crate) fn defer(job: PendingUpload) -> Option<PendingUpload> {
         return Some(job);
     };
     let waiting_bytes: usize = queue.waiting.iter().map(|j| j.bytes).sum();
-    if queue.pending() >= MAX_PENDING || waiting_bytes + job.bytes > MAX_PENDING_BYTES {
+    if queue.pending() >= MAX_PENDING.load(Ordering::Acquire)
+        || waiting_bytes + job.bytes > MAX_PENDING_BYTES
+    {
         tracing::warn!(
             request_id = %job.request_id,
             key = %job.key,

@@ -17,11 +17,6 @@ pub(crate) fn account_id(function_arn: &str) -> Option<&str> {
     (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
 }
 
-/// The bucket go-xrayprofile writes to when none is configured.
-pub(crate) fn default_bucket(account: &str, region: &str) -> String {
-    format!("xrayprofile-{account}-{region}")
-}
-
 /// Where one profile is written.
 #[derive(Debug, Clone)]
 pub(crate) enum Destination<'a> {
@@ -71,9 +66,9 @@ pub(crate) fn resolve(ctx: &Context, settings: &Settings<'static>) -> Option<Des
     let bucket = match (settings.bucket, settings.region) {
         (Some(bucket), _) => bucket.to_owned(),
         (None, Some(region)) => {
-            let bucket = default_bucket(account, region);
+            let bucket = xrayprofile_rules::default_bucket(account, region);
             // The region is checked by config; this guards the whole name.
-            if let Some(problem) = config::bucket_name_problem(&bucket) {
+            if let Some(problem) = config::bucket_problem(&bucket) {
                 tracing::warn!(bucket = ?untrusted::truncate_for_log(&bucket), "not profiled: the default bucket name {problem}; set XRAYPROFILE_S3_BUCKET");
                 return None;
             }
@@ -116,9 +111,5 @@ mod tests {
             None
         );
         assert_eq!(account_id(""), None);
-        assert_eq!(
-            default_bucket("123456789012", "eu-west-1"),
-            "xrayprofile-123456789012-eu-west-1"
-        );
     }
 }

@@ -10,7 +10,8 @@ use lambda_runtime::{Context, LambdaEvent};
 /// `#[xrayprofile]` reads the invocation from the handler's first argument
 /// (after `self`) through this trait. It is implemented for
 /// [`LambdaEvent<T>`], [`Context`], references to them, and, with the `http`
-/// feature, `lambda_http::Request`.
+/// feature, `lambda_http::Request`. It is sealed: only this crate implements
+/// it, so new methods can be added without breaking anyone.
 ///
 /// ```
 /// use lambda_runtime::{Context, LambdaEvent};
@@ -24,7 +25,7 @@ use lambda_runtime::{Context, LambdaEvent};
     label = "the handler's first argument must carry the invocation",
     note = "make the first argument a `lambda_runtime::LambdaEvent<T>`, a `lambda_runtime::Context`, or (with the `http` feature) a `lambda_http::Request`"
 )]
-pub trait Invocation {
+pub trait Invocation: sealed::Sealed {
     /// The invocation's context, as lambda_runtime received it; `None` when
     /// the argument carries none (a `lambda_http::Request` built by hand).
     fn lambda_context(&self) -> Option<&Context>;
@@ -59,6 +60,22 @@ impl Invocation for lambda_http::Request {
     fn lambda_context(&self) -> Option<&Context> {
         lambda_http::RequestExt::lambda_context_ref(self)
     }
+}
+
+mod sealed {
+    use lambda_runtime::{Context, LambdaEvent};
+
+    /// Implemented exactly where [`super::Invocation`] is; users cannot name
+    /// it, so they cannot implement `Invocation`.
+    #[allow(unreachable_pub)] // public so it may bound a public trait; unnameable outside
+    pub trait Sealed {}
+
+    impl<T> Sealed for LambdaEvent<T> {}
+    impl Sealed for Context {}
+    impl<T: Sealed + ?Sized> Sealed for &T {}
+    impl<T: Sealed + ?Sized> Sealed for &mut T {}
+    #[cfg(feature = "http")]
+    impl Sealed for lambda_http::Request {}
 }
 
 /// What a handler returns: a `Result`, whose error side marks the profile's

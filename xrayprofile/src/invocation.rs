@@ -13,14 +13,14 @@ use std::time::SystemTime;
 
 use lambda_runtime::Context;
 
-use crate::config::{Defaults, Mode, Overrides, Settings};
+use crate::config::{Mode, Overrides, Settings, Site};
 use crate::deferred;
 use crate::destination::{self, Destination};
 use crate::handler::{HandlerOutput, Invocation};
 use crate::limit;
 use crate::object_key::{ObjectKey, RequestId};
 use crate::pprof_file::Identity;
-use crate::profiler::{ActiveProfile, ProfileError, StoppedProfile};
+use crate::profiler::{self, ActiveProfile, StoppedProfile};
 use crate::report;
 use crate::sampling::{self, Decision};
 use crate::symbolize::Detail;
@@ -28,39 +28,6 @@ use crate::trace::TraceRoot;
 use crate::untrusted;
 use crate::upload::{self, PendingUpload, UploadJob};
 use crate::wall::{Observed, Recorder, Recording};
-
-/// One annotated handler: the values its attribute wrote. The macro puts one
-/// in a `static` per handler.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Site {
-    defaults: Defaults,
-}
-
-impl Site {
-    /// The attribute's values; `None` where it was silent. A `max_per_minute`
-    /// of `Some(0)` removes the cap; `symbolize` of `Some(false)` asks for
-    /// address-level profiles.
-    pub const fn new(
-        threshold: Option<u16>,
-        bucket: Option<&'static str>,
-        prefix: Option<&'static str>,
-        max_per_minute: Option<u32>,
-        mode: Option<Mode>,
-        symbolize: Option<bool>,
-    ) -> Site {
-        Site {
-            defaults: Defaults {
-                threshold,
-                bucket,
-                prefix,
-                max_per_minute,
-                mode,
-                symbolize,
-            },
-        }
-    }
-}
 
 /// What was decided for one invocation before its body runs.
 #[doc(hidden)]
@@ -92,7 +59,7 @@ impl Wrapper {
             tracing::debug!("not profiled: the handler's first argument carries no Lambda context");
             return Wrapper { plan: None };
         };
-        let settings = Overrides::get().settings(&site.defaults);
+        let settings = Overrides::get().settings(site);
         Wrapper {
             plan: plan(ctx, settings).map(Box::new),
         }
@@ -130,18 +97,11 @@ where
     let profile = match ActiveProfile::start() {
         Ok(profile) => profile,
         Err(err) => {
-            let hint = match err {
-                ProfileError::Busy => {
-                    "overlapping invocations are not profiled; this one runs unprofiled"
-                }
-                ProfileError::Sampler { .. } => {
-                    "this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)"
-                }
-            };
-            tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: {hint}");
+            tracing::warn!(request_id = %plan.request_id, trace_root = %plan.root, error = %err, "profile not started: this invocation runs unprofiled; profiling needs SIGPROF, mmap and one extra thread (the sampler's ticker)");
             return body.await;
         }
     };
+    let invocation = profile.invocation();
     let wall = plan.mode == Mode::Wall;
     let mut session = Session {
         plan: Some(plan),
@@ -150,7 +110,7 @@ where
     };
     // A panic in the body is caught here and resumed below, after its
     // profile (outcome `panic`) has been handed over.
-    let output = Observed::new(body, session.recorder.as_mut()).await;
+    let output = Observed::tagged(body, session.recorder.as_mut(), invocation).await;
     let outcome = match &output {
         Ok(output) if output.is_error() => "error",
         Ok(_) => "ok",
@@ -285,7 +245,10 @@ impl Plan {
     ) -> Option<PendingUpload> {
         // Building the profile (symbolizing) takes CPU time too; when the
         // deadline is already within the margin, stop the sampler and answer.
-        if upload::budget(self.deadline).is_zero() {
+        // Not on Lambda Managed Instances: there a timed-out invocation is
+        // not stopped, the environment runs on, and the build and upload
+        // come after the response anyway.
+        if !deferred::never_frozen() && upload::budget(self.deadline).is_zero() {
             drop(profile);
             tracing::warn!(request_id = %self.request_id, key = %self.key, "profile dropped: the invocation deadline is too close to build and upload it; raise the function timeout");
             return None;
@@ -295,7 +258,8 @@ impl Plan {
             .memory_estimate()
             .saturating_add(recording.as_ref().map_or(0, Recording::memory_estimate));
         let (request_id, key) = (self.request_id.clone(), self.key.clone());
-        let build = move || self.build(stopped, recording.as_ref(), outcome);
+        let build =
+            move || profiler::as_profiler_work(|| self.build(stopped, recording.as_ref(), outcome));
         Some(PendingUpload::new(request_id, key, bytes, Box::new(build)))
     }
 
@@ -324,7 +288,10 @@ impl Plan {
             body: file.gzipped,
             metadata,
             duration,
-            deadline: self.deadline,
+            // On Lambda Managed Instances the environment runs on after the
+            // deadline, and the upload goes after the response: only its
+            // own time limit applies.
+            deadline: self.deadline.filter(|_| !deferred::never_frozen()),
         })
     }
 }

@@ -17,8 +17,8 @@ use std::task::{Context as TaskContext, Poll};
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::{Error, LambdaInvocation};
 
-use crate::config::{self, Mode};
-use crate::invocation::{Site, Wrapper};
+use crate::config::{self, Mode, Site};
+use crate::invocation::Wrapper;
 
 /// Profiles a sampled share of invocations, configured like
 /// `#[xrayprofile(...)]`, as a layer on lambda_runtime's `Runtime`.
@@ -135,7 +135,7 @@ impl ProfileLayer {
     #[must_use]
     pub fn bucket(mut self, bucket: impl Into<String>) -> ProfileLayer {
         let bucket = bucket.into();
-        match config::bucket_name_problem(&bucket) {
+        match config::bucket_problem(&bucket) {
             None => self.bucket = Some(bucket),
             Some(problem) => self.problems.push(format!(
                 "bucket {:?} is ignored: an S3 bucket name {problem}",
@@ -190,14 +190,14 @@ impl ProfileLayer {
         let leak = |s: &Option<String>| -> Option<&'static str> {
             s.clone().map(|s| &*Box::leak(s.into_boxed_str()))
         };
-        Box::leak(Box::new(Site::new(
-            self.threshold,
-            leak(&self.bucket),
-            leak(&self.prefix),
-            self.max_per_minute,
-            self.mode,
-            self.symbolize,
-        )))
+        Box::leak(Box::new(Site {
+            threshold: self.threshold,
+            bucket: leak(&self.bucket),
+            prefix: leak(&self.prefix),
+            max_per_minute: self.max_per_minute,
+            mode: self.mode,
+            symbolize: self.symbolize,
+        }))
     }
 }
 
@@ -333,5 +333,47 @@ mod tests {
         assert!(layer.problems[0].contains("sample_rate"));
         assert!(layer.problems[1].contains("Not_A_Bucket"));
         assert!(layer.problems[2].contains("starts with `/`"));
+    }
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../xrayprofile-rules/tests/same_verdict/table.rs"
+    ));
+
+    /// The environment (`XRAYPROFILE_*`) and this layer accept exactly the
+    /// values the attribute accepts at compile time (the same table is fed
+    /// to `xrayprofile-macros`' `args.rs` tests).
+    #[test]
+    fn the_environment_and_the_layer_give_the_attributes_verdicts() {
+        for &(argument, value, accepted) in SAME_VERDICT {
+            let env = |name: &'static str| {
+                let (overrides, problems) = config::Overrides::from_env(|var| {
+                    (var == name).then(|| std::ffi::OsString::from(value))
+                });
+                assert_eq!(problems.is_empty(), accepted, "{name}={value:?}");
+                overrides
+            };
+            let layer = ProfileLayer::new();
+            let (by_env, by_layer) = match argument {
+                "bucket" => (
+                    env(config::ENV_BUCKET).bucket.is_some(),
+                    layer.bucket(value).bucket.is_some(),
+                ),
+                "prefix" => (
+                    env(config::ENV_PREFIX).prefix.is_some(),
+                    layer.prefix(value).prefix.is_some(),
+                ),
+                // The layer takes a `Mode`, not a name.
+                "mode" => (env(config::ENV_MODE).mode.is_some(), accepted),
+                // There is no environment variable for a rate.
+                "sample_rate" => {
+                    let rate: f64 = value.parse().unwrap();
+                    (accepted, layer.sample_rate(rate).threshold.is_some())
+                }
+                other => panic!("no runtime check for `{other}` in the table"),
+            };
+            assert_eq!(by_env, accepted, "{argument} = {value:?} (environment)");
+            assert_eq!(by_layer, accepted, "{argument} = {value:?} (layer)");
+        }
     }
 }

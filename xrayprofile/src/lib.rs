@@ -47,7 +47,8 @@
 //!
 //! Wall-clock profiles name async fns best with `[profile.release] debug =
 //! "limited"` (or `"line-tables-only"`); with `debug = 0` the compiler's
-//! inlining hides most of them (see `docs/wall-clock.md`).
+//! inlining hides most of them (see "Wall-clock profiles: the waker probe" in
+//! `docs/design.md`).
 //!
 //! Nothing this crate does can change the handler's result: a missing or
 //! malformed trace header, a busy profiler or a failed upload is logged and the
@@ -68,6 +69,7 @@
 )]
 
 // The module map, with what each uses, is at the top of docs/design.md.
+#[cfg(feature = "bench")]
 mod bench_support;
 mod config;
 mod deadline;
@@ -107,6 +109,8 @@ pub use config::Mode;
 pub use handler::Invocation;
 pub use layer::{ProfileLayer, Profiled, ProfiledFuture};
 pub use runtime::run;
+#[cfg(feature = "concurrency")]
+pub use runtime::run_concurrent;
 
 /// Profiles a sampled share of a Lambda handler's invocations.
 ///
@@ -118,12 +122,13 @@ pub use xrayprofile_macros::xrayprofile;
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::config::Mode;
+    pub use crate::config::{Mode, Site};
     pub use crate::handler::HandlerOutput;
-    pub use crate::invocation::{Site, Wrapper};
+    pub use crate::invocation::Wrapper;
     pub use core::option::Option;
 
-    /// For the crate's benchmarks only.
+    /// For this repository's benchmarks only (the `bench` feature).
+    #[cfg(feature = "bench")]
     pub mod bench {
         pub use crate::bench_support::{
             CaptureCost, Encoded, PollCost, Profiling, Recording, Unwinder, Workload,

@@ -14,11 +14,7 @@ pub(crate) struct ObjectKey(String);
 impl ObjectKey {
     /// Builds the key; a non-empty `prefix` gets a trailing `/` if it has none.
     pub(crate) fn new(prefix: &str, root: &TraceRoot, request_id: &RequestId<'_>) -> ObjectKey {
-        let slash = if prefix.is_empty() || prefix.ends_with('/') {
-            ""
-        } else {
-            "/"
-        };
+        let slash = xrayprofile_rules::prefix_separator(prefix);
         ObjectKey(format!("{prefix}{slash}{root}/{}.pprof", request_id.0))
     }
 

@@ -45,7 +45,7 @@ pub(crate) fn build(
     let count = i64::try_from(samples.stacks().count()).unwrap_or(i64::MAX);
     let profile = match recording {
         Some(recording) => wall_profile(samples.marked_stacks(), recording, timing, detail),
-        None => cpu_profile(samples.stacks(), timing, detail),
+        None => cpu_profile(samples.marked_stacks(), timing, detail),
     };
     drop(samples);
     FinishedProfile {
@@ -101,28 +101,42 @@ impl Timing {
 }
 
 /// Builds a CPU profile of `stacks` (leaf first: the interrupted PC, then
-/// return addresses). Locations carry the code address (`return address - 1`
-/// for callers, so the line is the call's, not the next statement's) and one
+/// return addresses), each with whether it was taken inside the invocation's
+/// future. Locations carry the code address (`return address - 1` for
+/// callers, so the line is the call's, not the next statement's) and one
 /// line per function inlined at it, innermost first, as pprof expects.
+/// Samples taken outside the invocation's future (other threads, other
+/// tasks between polls) sit under [`OUTSIDE_ROOT`] with label
+/// `state=other`, so they never read as the invocation's own work.
 fn cpu_profile<'a>(
-    stacks: impl Iterator<Item = &'a [u64]>,
+    stacks: impl Iterator<Item = (bool, &'a [u64])>,
     timing: Timing,
     detail: Detail,
 ) -> Profile {
-    let mut counts: HashMap<&[u64], i64> = HashMap::new();
-    for stack in stacks {
-        *counts.entry(stack).or_default() += 1;
+    let mut counts: HashMap<(bool, &[u64]), i64> = HashMap::new();
+    for key in stacks {
+        *counts.entry(key).or_default() += 1;
     }
     let period = 1_000_000_000 / i64::from(timing.hz.max(1));
     let mut builder = Tables::new(detail);
     let samples_type = builder.value_type("samples", "count");
     let cpu_type = builder.value_type("cpu", "nanoseconds");
+    let other = Label {
+        key: builder.string("state"),
+        str: builder.string("other"),
+        ..Label::default()
+    };
+    let outside = builder.synthetic(OUTSIDE_ROOT);
     let mut samples: Vec<Sample> = Vec::with_capacity(counts.len());
-    for (stack, count) in counts {
+    for ((own, stack), count) in counts {
+        let mut location_id = builder.stack(stack, true);
+        if !own {
+            location_id.push(outside);
+        }
         samples.push(Sample {
-            location_id: builder.stack(stack, true),
+            location_id,
             value: vec![count, count.saturating_mul(period)],
-            ..Sample::default()
+            label: if own { Vec::new() } else { vec![other.clone()] },
         });
     }
     // Deterministic order: most samples first.
@@ -313,7 +327,7 @@ mod tests {
     use crate::profiler::{ActiveProfile, FREQUENCY_HZ};
     use crate::sampler;
     use crate::test_support::{serial, spin_in_named_leaf};
-    use crate::wall::tests::{record, waits_on_a_timer};
+    use crate::wall::tests::{record_for, waits_on_a_timer};
 
     /// Stops `profile` and builds its CPU profile with names.
     fn finish(profile: ActiveProfile) -> Profile {
@@ -400,6 +414,73 @@ mod tests {
                 .any(|n| n.contains("a_busy_named_function_is_at_the_leaf_of_most_samples"))
         });
         assert!(on_stacks, "the test function is on the stacks: {stacks:?}");
+    }
+
+    /// Burns `cpu` of this thread's CPU time as invocation A's work.
+    #[inline(never)]
+    fn work_of_invocation_a(cpu: std::time::Duration) -> u64 {
+        std::hint::black_box(burn_thread_cpu(cpu))
+    }
+
+    /// Burns `cpu` of this thread's CPU time as invocation B's work.
+    #[inline(never)]
+    fn work_of_invocation_b(cpu: std::time::Duration) -> u64 {
+        std::hint::black_box(burn_thread_cpu(cpu))
+    }
+
+    /// Samples of `profile` whose stack names `function`, split into its own
+    /// (no label) and `state=other` ones.
+    fn own_and_other(profile: &Profile, function: &str) -> (i64, i64) {
+        let mut counts = (0, 0);
+        for sample in &profile.sample {
+            if !names(profile, sample).iter().any(|n| n.contains(function)) {
+                continue;
+            }
+            if sample.label.is_empty() {
+                counts.0 += sample.value[0];
+            } else {
+                counts.1 += sample.value[0];
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn concurrent_profiles_each_keep_only_their_own_invocations_samples() {
+        let _serial = serial();
+        let a = ActiveProfile::start().unwrap();
+        let b = ActiveProfile::start().unwrap();
+        let as_invocation = |invocation: u64, work: fn(std::time::Duration) -> u64| {
+            std::thread::spawn(move || {
+                let outer = sampler::set_poll_mark(sampler::PollMark {
+                    root: 0,
+                    invocation,
+                });
+                let x = work(std::time::Duration::from_millis(400));
+                sampler::set_poll_mark(outer);
+                x
+            })
+        };
+        let on_a = as_invocation(a.invocation(), work_of_invocation_a);
+        let on_b = as_invocation(b.invocation(), work_of_invocation_b);
+        assert!(on_a.join().is_ok() && on_b.join().is_ok());
+        let (a, b) = (finish(a), finish(b));
+        for (profile, own, foreign) in [
+            (&a, "work_of_invocation_a", "work_of_invocation_b"),
+            (&b, "work_of_invocation_b", "work_of_invocation_a"),
+        ] {
+            let (mine, mine_as_other) = own_and_other(profile, own);
+            let (theirs, theirs_as_other) = own_and_other(profile, foreign);
+            assert!(
+                mine >= 10,
+                "{own}: 400 ms of CPU at 99 Hz, ~40 samples: {mine}"
+            );
+            assert_eq!(
+                (mine_as_other, theirs, theirs_as_other),
+                (0, 0, 0),
+                "{own}'s profile holds only its own invocation's samples"
+            );
+        }
     }
 
     /// Burns `cpu` of this thread's CPU time (not wall time: under
@@ -544,7 +625,7 @@ mod tests {
     fn the_probe_unwinds_beside_the_sampler_and_restores_the_signal_mask() {
         let _serial = serial();
         let profile = ActiveProfile::start().unwrap();
-        let (output, recording) = record(async {
+        let (output, recording) = record_for(profile.invocation(), async {
             let mut x = 0_u64;
             // Many registering polls with CPU work between them, at 99 Hz
             // of SIGPROF: captures and signal handlers interleave.
@@ -606,7 +687,7 @@ mod tests {
     fn the_wall_profile_shows_the_await_and_the_cpu_work_under_the_invocation() {
         let _serial = serial();
         let profile = ActiveProfile::start().unwrap();
-        let (output, recording) = record(sleepy_then_busy());
+        let (output, recording) = record_for(profile.invocation(), sleepy_then_busy());
         assert!(output.is_ok());
         let profile = build(profile.stop(), Detail::Names, Some(&recording)).profile;
         let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();

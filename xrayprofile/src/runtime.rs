@@ -103,6 +103,72 @@ where
     }
 }
 
+/// Starts the Lambda runtime like [`lambda_runtime::run_concurrent`], for
+/// Lambda Managed Instances: up to `AWS_LAMBDA_MAX_CONCURRENCY` invocations
+/// at once in this process, each sampled one profiled on its own.
+///
+/// With `AWS_LAMBDA_MAX_CONCURRENCY` unset or 1 this is [`run`]. Above 1
+/// the environment is never frozen between invocations, so no extension is
+/// registered: each profile's upload starts once its invocation's response
+/// is posted and runs in the background, never delaying a response;
+/// uploads waiting at once are bounded (4 per concurrent invocation, and
+/// 16 MiB), more are dropped and logged. On SIGTERM, uploads still pending
+/// get up to 300 ms, as under [`run`]. The trace ID of each invocation
+/// comes from its own context, never from `_X_AMZN_TRACE_ID` (which
+/// `run_concurrent` does not set).
+///
+/// Requires the `concurrency` feature (which enables lambda_runtime's
+/// `concurrency-tokio`).
+///
+/// ```no_run
+/// use lambda_runtime::{service_fn, Error, LambdaEvent};
+/// use serde_json::Value;
+/// use xrayprofile::xrayprofile;
+///
+/// #[xrayprofile(threshold = 655)]
+/// async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+///     Ok(event.payload)
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Error> {
+///     xrayprofile::run_concurrent(service_fn(handler)).await
+/// }
+/// ```
+///
+/// # Errors
+/// What [`lambda_runtime::run_concurrent`] returns: a Runtime API failure.
+#[cfg(feature = "concurrency")]
+pub async fn run_concurrent<A, F, R, B, S, D, E>(handler: F) -> Result<(), Error>
+where
+    F: Service<LambdaEvent<A>, Response = R> + Clone + Send + 'static,
+    F::Future: Future<Output = Result<R, F::Error>> + Send + 'static,
+    F::Error: Into<Diagnostic> + fmt::Debug,
+    A: for<'de> Deserialize<'de> + Send + 'static,
+    R: IntoFunctionResponse<B, S> + Send + 'static,
+    B: Serialize + Send + 'static,
+    S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send + 'static,
+    E: Into<Error> + Send + fmt::Debug + 'static,
+{
+    let concurrency = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    if concurrency <= 1 {
+        return run(handler).await;
+    }
+    deferred::enable_concurrent(concurrency);
+    let terminate = sigterm();
+    let runtime = Runtime::new(handler)
+        .layer(lambda_runtime::layers::TracingLayer::new())
+        .layer(ResponseSentLayer);
+    tokio::select! {
+        result = runtime.run_concurrent() => result,
+        () = shut_down(terminate) => Ok(()),
+    }
+}
+
 /// What Lambda leaves a runtime with an internal extension between SIGTERM
 /// and SIGKILL is 500 ms; the flush takes at most this, leaving time to log
 /// and exit.

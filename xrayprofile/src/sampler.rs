@@ -26,12 +26,20 @@
 //! The handler ([`on_sigprof`]) records one stack of raw instruction
 //! addresses into a buffer mapped by [`start`], and does nothing else:
 //!
-//! - **No allocation, no lock.** The buffer is an anonymous `mmap` of fixed
-//!   size made before the timer starts; a handler claims a slot with one
-//!   `fetch_add` on [`NEXT`]. When the buffer is full the sample is dropped
-//!   and counted in [`DROPPED`]. Pages are touched only as slots fill, so a
+//! - **No allocation, no lock.** The buffer is a ring, an anonymous `mmap`
+//!   of fixed size made before the timer starts; a handler claims a slot
+//!   with one `fetch_add` on [`NEXT`] and writes it through atomics, the
+//!   sequence word last ([`SEQ_WORD`]). When the ring goes round, the
+//!   oldest samples are overwritten; a profile that still wanted them
+//!   counts them as dropped. Pages are touched only as slots fill, so a
 //!   200 ms profile costs a few KiB of RSS, and the mapping is returned to
-//!   the kernel when the samples are dropped.
+//!   the kernel when the last profile stops.
+//! - **Shared by concurrent profiles.** Sampling is process-wide and runs
+//!   while at least one [`Sampler`] lives ([`start`] counts them). Each
+//!   sample carries the [`PollMark::invocation`] of the future its thread
+//!   was polling (0: none), so each profile takes out of the ring only its
+//!   own samples and the untagged ones taken during its lifetime
+//!   ([`Sampler::stop`]); another invocation's samples never enter it.
 //! - **The unwinder** is `backtrace::trace_unsynchronized` (libgcc's
 //!   `_Unwind_Backtrace`), as pprof-rs uses. On glibc ≥ 2.35 with GCC ≥ 12's
 //!   libgcc the FDE lookup goes through `_dl_find_object`, which takes no lock
@@ -47,16 +55,18 @@
 //!   is skipped. No name matching, and nothing to maintain when the unwinder's
 //!   internals change.
 //! - **Cut at the invocation's root.** While a wall-clock profile polls the
-//!   handler's future, that thread's [`set_poll_root`] marks the address of a
+//!   handler's future, that thread's [`set_poll_mark`] marks the address of a
 //!   local in the wrapper's poll. A sample taken on that thread stops
 //!   unwinding before the first frame whose stack pointer lies above the mark
-//!   (the wrapper's caller), so the wrapper's own frame is the root, and is
-//!   flagged [`IN_POLL`]. Stack addresses, not names, so it holds at every
-//!   debug level.
-//! - **Stopping** tells the ticker to delete the timers (it does so on its
-//!   own time; a late timer signal finds no slot for this session and
-//!   records nothing), clears [`ENABLED`], then waits until no
-//!   handler is running ([`IN_HANDLER`]) before anyone reads the buffer.
+//!   (the wrapper's caller), so the wrapper's own frame is the root. Stack
+//!   addresses, not names, so it holds at every debug level.
+//! - **Stopping** the last profile tells the ticker to delete the timers (it
+//!   does so on its own time; a late timer signal finds no slot for this
+//!   session and records nothing), clears [`ENABLED`], then waits until no
+//!   handler is running ([`IN_HANDLER`]) before it reads the ring and
+//!   unmaps it. A profile that stops while others sample reads the ring
+//!   while handlers write it: the sequence word tells it which slots hold
+//!   complete samples of the claims it wants.
 //!   SIGPROF is then ignored rather than reset to its default action, which
 //!   would kill the process if one were still pending.
 #![allow(unsafe_code)]
@@ -69,35 +79,66 @@ use std::sync::atomic::{
 };
 use std::time::{Duration, Instant};
 
-/// Set in a slot's depth word when the sample was taken inside the
-/// invocation future's poll and cut at its root (see [`set_poll_root`]).
-const IN_POLL: u64 = 1 << 63;
 /// Where a slot's depth word keeps the CPU periods the sample stands for,
 /// minus one (bits 32–62; the depth is in the low bits).
 const EXTRA_SHIFT: u32 = 32;
 const EXTRA_MASK: u64 = (1 << 31) - 1;
 
+/// What a thread is polling: the invocation whose future it is inside, and
+/// where to cut its stacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PollMark {
+    /// The address of a local in the wrapper's poll, above which a sample
+    /// stops unwinding; 0: no cut (the whole stack is kept).
+    pub(crate) root: usize,
+    /// The profile ([`Sampler::invocation`]) whose future is being polled;
+    /// 0: none. Every sample taken meanwhile carries it.
+    pub(crate) invocation: u64,
+}
+
+/// The [`PollMark::invocation`] of the profiler's own work (building
+/// profiles): no profile keeps its samples, as no profile's number is this.
+pub(crate) const PROFILER_WORK: u64 = u64::MAX;
+
 thread_local! {
-    /// The address of a local in the wrapper's poll while this thread polls a
-    /// wall-clock-profiled invocation; 0 otherwise. Const-initialised and
-    /// without a destructor, so reading it is a plain TLS load, which is
+    /// What this thread is polling now. Const-initialised and without a
+    /// destructor, so reading it is a plain TLS load, which is
     /// async-signal-safe.
-    static POLL_ROOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static POLL_MARK: std::cell::Cell<PollMark> = const {
+        std::cell::Cell::new(PollMark { root: 0, invocation: 0 })
+    };
+    /// Set by every mark change, cleared by this thread's next sample: the
+    /// CPU periods it owes from before the change were spent under another
+    /// mark (another invocation's poll, or none), so that sample keeps one
+    /// period and drops the rest rather than hand them to the wrong
+    /// profile. Const-initialised, no destructor: signal-safe.
+    static MARK_MOVED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Marks this thread as polling the profiled invocation, with `root` the
-/// address of a local in the polling frame (0 clears the mark). Returns the
-/// previous mark, which the caller restores, so nested wrappers work.
-pub(crate) fn set_poll_root(root: usize) -> usize {
-    POLL_ROOT.with(|cell| cell.replace(root))
+/// Marks this thread as polling `mark.invocation`'s future, its stacks cut
+/// at `mark.root` (a zeroed mark clears it). Returns the previous mark,
+/// which the caller restores, so nested wrappers work.
+pub(crate) fn set_poll_mark(mark: PollMark) -> PollMark {
+    MARK_MOVED.with(|moved| moved.set(true));
+    POLL_MARK.with(|cell| cell.replace(mark))
 }
 
-/// Words per sample slot: the depth, then up to [`MAX_FRAMES`] addresses.
+/// Words per sample slot: the depth word, the invocation tag, the sequence
+/// word, then up to [`MAX_FRAMES`] addresses.
 const SLOT_WORDS: usize = 64;
 /// Bytes per sample slot.
-pub(crate) const SLOT_BYTES: usize = SLOT_WORDS * 8;
+const SLOT_BYTES: usize = SLOT_WORDS * 8;
+/// Where a slot keeps the [`PollMark::invocation`] of the thread it sampled.
+const TAG_WORD: usize = 1;
+/// Where a slot keeps its claim number + 1, written last: a reader takes the
+/// slot only if this word holds the claim it expects, before and after
+/// reading (a seqlock), so a slot still being written, or reused by a later
+/// claim once the ring went round, is never read as a sample.
+const SEQ_WORD: usize = 2;
+/// The first frame word.
+const FRAMES_AT: usize = 3;
 /// Deepest stack recorded; deeper stacks keep their leaf-most frames.
-pub(crate) const MAX_FRAMES: usize = SLOT_WORDS - 1;
+pub(crate) const MAX_FRAMES: usize = SLOT_WORDS - FRAMES_AT;
 /// How many frames the unwinder may walk inside the handler before finding
 /// the interrupted PC; past it the sample keeps the PC alone.
 const MAX_HANDLER_FRAMES: usize = 32;
@@ -105,19 +146,24 @@ const MAX_HANDLER_FRAMES: usize = 32;
 /// on the buffer (and leaks it rather than unmap memory a handler may write).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Set while a [`Sampler`] exists: one sampler per process.
-static OWNED: AtomicBool = AtomicBool::new(false);
+/// The profiles sampling now, and the ring they share; sampling runs while
+/// there is at least one.
+static SHARED: std::sync::Mutex<Shared> = std::sync::Mutex::new(Shared {
+    users: 0,
+    ring: None,
+});
 /// Set while handlers should record.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Handlers currently running, on any thread.
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
-/// The slot buffer: `CAPACITY` slots of `SLOT_WORDS` words.
+/// The slot ring: `CAPACITY` slots of `SLOT_WORDS` words.
 static BUFFER: AtomicPtr<u64> = AtomicPtr::new(ptr::null_mut());
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
-/// Next slot to claim; may run past `CAPACITY` (those samples are dropped).
+/// The next claim number; claim `n` writes slot `n % CAPACITY`, so the ring
+/// keeps the last `CAPACITY` samples of the whole process.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
-/// Samples that found the buffer full.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The last profile number handed out ([`Sampler::invocation`]).
+static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// How often the ticker checks the threads' CPU clocks for signals the
 /// kernel did not send. Each wake-up costs this VM ≈ 35–40 µs of CPU, so
 /// 20 ms keeps the ticker near 0.2 % of a CPU; a missed sample arrives at
@@ -156,24 +202,44 @@ pub(crate) static KERNEL_TIMERS: AtomicBool = AtomicBool::new(true);
 /// Why the sampler could not start.
 #[derive(Debug)]
 pub(crate) enum SamplerError {
-    /// Another sampler is running in this process.
-    Busy,
     /// A system call failed; the name says which.
     Os(&'static str, std::io::Error),
 }
 
-/// Sampling is running. Dropping it stops sampling and discards the samples.
+/// What the profiles sampling now share.
 #[derive(Debug)]
-pub(crate) struct Sampler {
-    buffer: Option<Mapping>,
+struct Shared {
+    users: usize,
+    ring: Option<Mapping>,
 }
 
-/// The recorded stacks, after sampling stopped.
+/// One profile's use of the process-wide sampler: the samples it will take
+/// are those claimed while it lives and tagged with its own number (or with
+/// none). Dropping it discards them; the last one to go stops sampling.
 #[derive(Debug)]
+pub(crate) struct Sampler {
+    invocation: u64,
+    first_claim: usize,
+    released: bool,
+}
+
+/// The recorded stacks of one profile, copied out of the ring.
+#[derive(Debug, Default)]
 pub(crate) struct Samples {
-    mapping: Option<Mapping>,
-    recorded: usize,
+    /// Per sample: whether it was taken inside this profile's invocation
+    /// future, how many CPU periods it stands for, and where its frames
+    /// lie in `frames`.
+    kept: Vec<Kept>,
+    frames: Vec<u64>,
     dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    own: bool,
+    weight: u32,
+    start: u32,
+    len: u32,
 }
 
 /// An anonymous private mapping, unmapped on drop.
@@ -211,108 +277,174 @@ impl Mapping {
         }
     }
 
-    /// The stack recorded in `slot`, leaf first, whether it was cut at the
-    /// invocation's root, and how many CPU periods it stands for.
-    fn stack(&self, slot: usize) -> (bool, &[u64], usize) {
-        if slot >= self.slots {
-            return (false, &[], 0);
+    /// Word `word` of `slot`, as the atomic the handler writes.
+    fn word(&self, slot: usize, word: usize) -> Option<&AtomicU64> {
+        if slot >= self.slots || word >= SLOT_WORDS {
+            return None;
         }
-        // SAFETY: `slot < slots`, so the slot lies inside the mapping, and no
-        // handler writes it any more (only `Samples` calls this, after the
-        // drain in `stop`). The depth word is clamped to the slot size.
-        unsafe {
-            let base = self.ptr.as_ptr().add(slot * SLOT_WORDS);
-            let word = *base;
-            let in_poll = word & IN_POLL != 0;
-            let depth = usize::try_from(word & u64::from(u32::MAX))
-                .unwrap_or(0)
-                .min(MAX_FRAMES);
-            let weight = usize::try_from((word >> EXTRA_SHIFT) & EXTRA_MASK)
-                .unwrap_or(0)
-                .saturating_add(1);
-            (
-                in_poll,
-                std::slice::from_raw_parts(base.add(1), depth),
-                weight,
-            )
+        // SAFETY: `slot < slots` and `word < SLOT_WORDS`, so the word lies
+        // inside the mapping, which lives as long as `self`; it is 8-aligned
+        // (mmap returns page-aligned memory) and handlers only ever access
+        // it atomically.
+        Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(slot * SLOT_WORDS + word)) })
+    }
+
+    /// The sample of claim `claim`, its frames appended to `frames` leaf
+    /// first, if its slot still holds that claim, complete (see
+    /// [`SEQ_WORD`]): its invocation tag and how many CPU periods it stands
+    /// for.
+    fn read(&self, claim: usize, frames: &mut Vec<u64>) -> Option<(u64, u32)> {
+        let slot = claim % self.slots.max(1);
+        let expected = claim as u64 + 1;
+        let seq = self.word(slot, SEQ_WORD)?;
+        if seq.load(Ordering::Acquire) != expected {
+            return None;
         }
+        let header = self.word(slot, 0)?.load(Ordering::Relaxed);
+        let tag = self.word(slot, TAG_WORD)?.load(Ordering::Relaxed);
+        let depth = usize::try_from(header & u64::from(u32::MAX))
+            .unwrap_or(0)
+            .min(MAX_FRAMES);
+        let start = frames.len();
+        for at in 0..depth {
+            frames.push(self.word(slot, FRAMES_AT + at)?.load(Ordering::Relaxed));
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) != expected {
+            frames.truncate(start);
+            return None;
+        }
+        let weight = u32::try_from((header >> EXTRA_SHIFT) & EXTRA_MASK)
+            .unwrap_or(0)
+            .saturating_add(1);
+        Some((tag, weight))
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the pointer and length are the ones `mmap` returned, and the
-        // slices handed out by `stack` borrow `self`, so none outlives this.
+        // atomics handed out by `word` borrow `self`, so none outlives this.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.slots * SLOT_BYTES);
         }
     }
 }
 
-/// Starts sampling the whole process at `hz` samples per CPU second, into a
-/// buffer of `slots` stacks.
+fn shared() -> std::sync::MutexGuard<'static, Shared> {
+    SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts sampling the whole process at `hz` samples per CPU second into a
+/// ring of `slots` stacks, or joins the sampling already running (then `hz`
+/// and `slots` are the first profile's).
 ///
 /// # Errors
-/// [`SamplerError::Busy`] if a sampler exists; [`SamplerError::Os`] if the
-/// buffer, the signal handler or the ticker thread cannot be set up.
+/// [`SamplerError::Os`] if the ring, the signal handler or the ticker thread
+/// cannot be set up.
 pub(crate) fn start(hz: u32, slots: usize) -> Result<Sampler, SamplerError> {
-    if OWNED.swap(true, Ordering::AcqRel) {
-        return Err(SamplerError::Busy);
-    }
-    let mapping = match Mapping::new(slots) {
-        Ok(mapping) => mapping,
-        Err(err) => {
-            OWNED.store(false, Ordering::Release);
+    let mut shared = shared();
+    if shared.users == 0 {
+        let mapping = Mapping::new(slots)?;
+        warm_up_unwinder();
+        NEXT.store(0, Ordering::SeqCst);
+        CAPACITY.store(mapping.slots, Ordering::SeqCst);
+        BUFFER.store(mapping.ptr.as_ptr(), Ordering::SeqCst);
+        ENABLED.store(true, Ordering::SeqCst);
+        shared.ring = Some(mapping);
+        let started = install_handler().and_then(|()| start_ticking(hz));
+        if let Err(err) = started {
+            if !halt() {
+                std::mem::forget(shared.ring.take());
+            }
+            shared.ring = None;
             return Err(err);
         }
-    };
-    warm_up_unwinder();
-    NEXT.store(0, Ordering::SeqCst);
-    DROPPED.store(0, Ordering::SeqCst);
-    CAPACITY.store(mapping.slots, Ordering::SeqCst);
-    BUFFER.store(mapping.ptr.as_ptr(), Ordering::SeqCst);
-    ENABLED.store(true, Ordering::SeqCst);
-    // From here on `Sampler`'s Drop undoes whatever was set up.
-    let sampler = Sampler {
-        buffer: Some(mapping),
-    };
-    install_handler()?;
-    start_ticking(hz)?;
-    Ok(sampler)
+    }
+    shared.users += 1;
+    Ok(Sampler {
+        invocation: INVOCATIONS.fetch_add(1, Ordering::Relaxed) + 1,
+        first_claim: NEXT.load(Ordering::SeqCst),
+        released: false,
+    })
 }
 
 impl Sampler {
-    /// Stops sampling and hands over the recorded stacks.
+    /// This profile's number, never 0: what [`PollMark::invocation`] carries
+    /// while its invocation's future is polled.
+    pub(crate) fn invocation(&self) -> u64 {
+        self.invocation
+    }
+
+    /// Takes this profile's samples out of the ring: those taken inside its
+    /// invocation's future, and those taken outside any invocation's future
+    /// during its lifetime. Samples of other invocations are left to them.
+    /// The last profile to stop stops sampling first, so none is missed.
     pub(crate) fn stop(mut self) -> Samples {
-        let drained = halt();
-        let mapping = self.buffer.take();
-        let slots = mapping.as_ref().map_or(0, |m| m.slots);
-        let recorded = NEXT.load(Ordering::SeqCst).min(slots);
-        let dropped = DROPPED.load(Ordering::SeqCst);
-        let mapping = if drained {
-            mapping
-        } else {
-            // A handler is stuck mid-sample: leak the buffer instead of
-            // unmapping memory it may still write.
-            std::mem::forget(mapping);
-            None
+        self.released = true;
+        let mut shared = shared();
+        let last = shared.users <= 1;
+        let drained = !last || halt();
+        let end = NEXT.load(Ordering::SeqCst);
+        let samples = match shared.ring.as_ref().filter(|_| drained) {
+            Some(ring) => self.collect(ring, end),
+            None => Samples::default(),
         };
-        Samples {
-            recorded: if mapping.is_some() { recorded } else { 0 },
-            mapping,
-            dropped,
+        release(&mut shared, drained);
+        samples
+    }
+
+    fn collect(&self, ring: &Mapping, end: usize) -> Samples {
+        let mut samples = Samples::default();
+        // Claims older than one ring are gone whatever they were.
+        let oldest = end.saturating_sub(ring.slots).max(self.first_claim);
+        samples.dropped = (oldest - self.first_claim) as u64;
+        for claim in oldest..end {
+            let start = samples.frames.len();
+            let Some((tag, weight)) = ring.read(claim, &mut samples.frames) else {
+                samples.dropped += 1;
+                continue;
+            };
+            if tag != 0 && tag != self.invocation {
+                samples.frames.truncate(start);
+                continue;
+            }
+            let len = samples.frames.len() - start;
+            samples.kept.push(Kept {
+                own: tag == self.invocation,
+                weight,
+                start: u32::try_from(start).unwrap_or(u32::MAX),
+                len: u32::try_from(len).unwrap_or(0),
+            });
+        }
+        samples
+    }
+}
+
+/// One profile fewer; the last one unmaps the ring (sampling has already
+/// been halted by the caller, `drained` says whether every handler ended).
+fn release(shared: &mut Shared, drained: bool) {
+    shared.users = shared.users.saturating_sub(1);
+    if shared.users == 0 {
+        let ring = shared.ring.take();
+        if !drained {
+            // A handler is stuck mid-sample: leak the ring instead of
+            // unmapping memory it may still write.
+            std::mem::forget(ring);
         }
     }
 }
 
 impl Drop for Sampler {
     fn drop(&mut self) {
-        if let Some(mapping) = self.buffer.take()
-            && !halt()
-        {
-            std::mem::forget(mapping);
+        if self.released {
+            return;
         }
-        OWNED.store(false, Ordering::Release);
+        let mut shared = shared();
+        let drained = shared.users > 1 || halt();
+        release(&mut shared, drained);
     }
 }
 
@@ -326,21 +458,32 @@ impl Samples {
     }
 
     /// Every sample's stack (as [`Samples::stacks`]) with whether it was
-    /// taken inside the profiled invocation's poll (and cut at its root;
-    /// see [`set_poll_root`]).
+    /// taken inside this profile's invocation future (and, in wall mode, cut
+    /// at its root; see [`set_poll_mark`]).
     pub(crate) fn marked_stacks(&self) -> impl Iterator<Item = (bool, &[u64])> + '_ {
-        let mapping = self.mapping.as_ref();
-        (0..self.recorded)
-            .filter_map(move |slot| mapping.map(|m| m.stack(slot)))
-            .flat_map(|(in_poll, stack, weight)| std::iter::repeat_n((in_poll, stack), weight))
+        self.kept.iter().flat_map(move |kept| {
+            let start = kept.start as usize;
+            let stack = self
+                .frames
+                .get(start..start + kept.len as usize)
+                .unwrap_or(&[]);
+            std::iter::repeat_n((kept.own, stack), kept.weight as usize)
+        })
     }
 
-    /// Slots filled: the memory the samples hold.
+    /// Samples kept.
+    #[cfg(test)]
     pub(crate) fn recorded(&self) -> usize {
-        self.recorded
+        self.kept.len()
     }
 
-    /// Samples lost because the buffer was full.
+    /// Bytes the kept samples hold.
+    pub(crate) fn memory(&self) -> usize {
+        self.frames.len() * 8 + self.kept.len() * std::mem::size_of::<Kept>()
+    }
+
+    /// Samples lost: the ring went round during the profile, or a sample
+    /// could not be taken.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -757,6 +900,7 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
 /// handler path as the ticker's: for the benchmark that prices the
 /// handler. False if no profile is running or the ticker does not watch
 /// this thread (yet).
+#[cfg(feature = "bench")]
 pub(crate) fn sample_this_thread() -> bool {
     let tid = current_tid();
     let owner = slot_owner(SESSION.load(Ordering::SeqCst), tid);
@@ -802,7 +946,10 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     let errno = unsafe { *libc::__errno_location() };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     if ENABLED.load(Ordering::SeqCst) {
-        let periods = periods_owed(info);
+        let mut periods = periods_owed(info);
+        if periods > 0 && MARK_MOVED.with(|moved| moved.replace(false)) {
+            periods = 1;
+        }
         if periods > 0 {
             record(context, periods);
         }
@@ -824,23 +971,28 @@ fn current_tid() -> i32 {
 fn record(context: *mut c_void, periods: u64) {
     let base = BUFFER.load(Ordering::SeqCst);
     let capacity = CAPACITY.load(Ordering::SeqCst);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-    if base.is_null() || slot >= capacity {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
+    let claim = NEXT.fetch_add(1, Ordering::Relaxed);
+    if base.is_null() || capacity == 0 {
         return;
     }
     let Some(pc) = interrupted_pc(context) else {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // SAFETY: `slot < capacity`, so the slot is inside the mapping, which
-    // stays mapped until `halt` has seen IN_HANDLER reach zero; this handler
-    // is counted there. `fetch_add` gave this slot to this handler alone.
-    let words = unsafe { base.add(slot * SLOT_WORDS) };
+    // SAFETY: `claim % capacity < capacity`, so the slot is inside the
+    // mapping, which stays mapped until `halt` has seen IN_HANDLER reach
+    // zero; this handler is counted there. Every word is accessed through
+    // atomics, by the handler that claimed the slot and by readers, who
+    // check the sequence word around their reads.
+    let word = |at: usize| unsafe {
+        AtomicU64::from_ptr(base.add((claim % capacity) * SLOT_WORDS + at.min(SLOT_WORDS - 1)))
+    };
+    // The slot no longer holds its previous claim's sample.
+    word(SEQ_WORD).store(0, Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::Release);
+    word(FRAMES_AT).store(pc, Ordering::Relaxed);
+    let mark = POLL_MARK.with(std::cell::Cell::get);
+    let root = mark.root;
     let mut depth = 1_usize;
-    // SAFETY: word 1 of the slot (see above).
-    unsafe { words.add(1).write(pc) };
-    let root = POLL_ROOT.with(std::cell::Cell::get);
     let mut found_leaf = false;
     let mut handler_frames = 0_usize;
     // SAFETY: unwinding the current thread's stack from a signal handler is
@@ -859,19 +1011,16 @@ fn record(context: *mut c_void, periods: u64) {
             if depth >= MAX_FRAMES || ip == 0 || past_root {
                 return false;
             }
+            word(FRAMES_AT + depth).store(ip, Ordering::Relaxed);
             depth += 1;
-            // SAFETY: 2 <= depth <= MAX_FRAMES, inside the slot.
-            words.add(depth).write(ip);
             true
         });
     }
-    // Also when the root was not reached (a stack deeper than the slot): the
-    // thread was inside the poll all the same.
-    let flag = if root != 0 { IN_POLL } else { 0 };
     let extra = (periods.saturating_sub(1).min(EXTRA_MASK)) << EXTRA_SHIFT;
-    // SAFETY: word 0 of the slot; written last so a slot is complete once the
-    // drain in `halt` is over (the depth word is read only after it).
-    unsafe { words.write(depth as u64 | extra | flag) };
+    word(0).store(depth as u64 | extra, Ordering::Relaxed);
+    word(TAG_WORD).store(mark.invocation, Ordering::Relaxed);
+    // Last: the slot is a complete sample of this claim from here on.
+    word(SEQ_WORD).store(claim as u64 + 1, Ordering::Release);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -29,6 +29,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::sampler::{PollMark, set_poll_mark};
+
 /// The most of an invocation's elapsed time the probe may cost (timing every
 /// poll, recording stacks on some) and still record polls.
 pub(crate) const PROBE_BUDGET_PERCENT: u64 = 1;
@@ -107,17 +109,21 @@ pub(crate) struct Recorder {
     charges: Charges,
     totals: Totals,
     budget: Budget,
-    policy: Policy,
+    /// Which polls are recorded instead of the budget's choice; only the
+    /// tests and benchmarks have one.
+    #[cfg(any(test, feature = "bench"))]
+    policy: Option<Policy>,
 }
 
-/// Which polls a [`Recorder`] records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which polls a [`Recorder`] records in place of the [`Budget`]'s choice:
+/// for the tests and the benchmarks that price the probe, never in a user's
+/// build.
+#[cfg(any(test, feature = "bench"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
-    /// The first [`FREE_RECORDINGS`], then those the [`Budget`] allows.
-    #[default]
-    Budgeted,
     /// Every poll, whatever it costs (the benchmark that prices a recorded
     /// poll).
+    #[cfg(feature = "bench")]
     EveryPoll,
     /// The first poll only (tests and the benchmark that prices timing).
     FirstPollOnly,
@@ -134,7 +140,9 @@ struct Budget {
     balance_ns: i64,
     earned_until: Option<Instant>,
     /// All it earned, and what it paid for recordings (for the tests).
+    #[cfg(test)]
     earned_ns: u64,
+    #[cfg(test)]
     recordings_ns: u64,
 }
 
@@ -151,7 +159,10 @@ impl Budget {
             self.balance_ns = self
                 .balance_ns
                 .saturating_add(i64::try_from(earned).unwrap_or(i64::MAX));
-            self.earned_ns = self.earned_ns.saturating_add(earned);
+            #[cfg(test)]
+            {
+                self.earned_ns = self.earned_ns.saturating_add(earned);
+            }
         }
         since
     }
@@ -164,7 +175,10 @@ impl Budget {
 
     fn pay_recording(&mut self, ns: u64) {
         self.pay(ns);
-        self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        #[cfg(test)]
+        {
+            self.recordings_ns = self.recordings_ns.saturating_add(ns);
+        }
     }
 
     fn allows_recording(&self) -> bool {
@@ -261,6 +275,7 @@ impl Totals {
     }
 
     /// Nanoseconds the budget counted per recorded poll for recording it.
+    #[cfg(feature = "bench")]
     pub(crate) fn recording_per_recorded_poll(&self) -> f64 {
         self.recording.as_secs_f64() * 1e9 / self.recorded_polls.max(1) as f64
     }
@@ -295,19 +310,22 @@ impl Recording {
 
 impl Recorder {
     /// A recorder that records the polls `policy` says.
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn with_policy(policy: Policy) -> Recorder {
         Recorder {
-            policy,
+            policy: Some(policy),
             ..Recorder::default()
         }
     }
 
-    /// Polls `future` as a probed poll and accounts for the time since the
-    /// previous one. A panic inside the poll comes back as `Err`.
+    /// Polls `future` as a probed poll of `invocation`'s future (see
+    /// [`probe::poll`]) and accounts for the time since the previous one. A
+    /// panic inside the poll comes back as `Err`.
     pub(crate) fn poll<F: Future>(
         &mut self,
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
+        invocation: u64,
     ) -> Poll<Result<F::Output, PanicPayload>> {
         let start = Instant::now();
         self.started.get_or_insert(start);
@@ -319,10 +337,13 @@ impl Recorder {
         let since_last_poll = self.budget.earn(start);
         let free = self.totals.recorded_polls < FREE_RECORDINGS;
         let dense = since_last_poll.is_some_and(|since| since < DENSE_POLLS);
+        let record = free || (!dense && self.budget.allows_recording());
+        #[cfg(any(test, feature = "bench"))]
         let record = match self.policy {
-            Policy::Budgeted => free || (!dense && self.budget.allows_recording()),
-            Policy::EveryPoll => true,
-            Policy::FirstPollOnly => self.totals.polls == 0,
+            None => record,
+            #[cfg(feature = "bench")]
+            Some(Policy::EveryPoll) => true,
+            Some(Policy::FirstPollOnly) => self.totals.polls == 0,
         };
         // Polls that are not recorded get the task's own waker: leaves that
         // already hold it keep it (`will_wake`), so they pay nothing extra.
@@ -344,9 +365,9 @@ impl Recorder {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &probe_waker {
                 Some(waker) => {
                     let mut probe_cx = Context::from_waker(waker);
-                    probe::poll(true, buffers, || future.poll(&mut probe_cx))
+                    probe::poll(true, invocation, buffers, || future.poll(&mut probe_cx))
                 }
-                None => probe::poll(false, buffers, || future.poll(cx)),
+                None => probe::poll(false, invocation, buffers, || future.poll(cx)),
             }));
         let end = Instant::now();
         let busy = end.saturating_duration_since(start);
@@ -522,17 +543,31 @@ fn split(ns: u64, ids: &[StackId], mut charge: impl FnMut(StackId, u64)) {
 pin_project_lite::pin_project! {
     /// The handler's future, polled through the recorder on wall-clock
     /// profiled invocations and directly otherwise; a panic inside comes back
-    /// as `Err` so the profile can be written before it goes on.
+    /// as `Err` so the profile can be written before it goes on. Each poll
+    /// marks the thread as polling `invocation`'s future, so the CPU
+    /// samples taken meanwhile are that profile's.
     pub(crate) struct Observed<'r, F> {
         #[pin]
         inner: F,
         recorder: Option<&'r mut Recorder>,
+        invocation: u64,
     }
 }
 
 impl<'r, F> Observed<'r, F> {
+    /// Polls `inner`, its samples tagged with no profile.
     pub(crate) fn new(inner: F, recorder: Option<&'r mut Recorder>) -> Self {
-        Observed { inner, recorder }
+        Observed::tagged(inner, recorder, 0)
+    }
+
+    /// Polls `inner` as the future of the profile numbered `invocation`
+    /// ([`crate::profiler::ActiveProfile::invocation`]).
+    pub(crate) fn tagged(inner: F, recorder: Option<&'r mut Recorder>, invocation: u64) -> Self {
+        Observed {
+            inner,
+            recorder,
+            invocation,
+        }
     }
 }
 
@@ -541,11 +576,21 @@ impl<F: Future> Future for Observed<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let invocation = *this.invocation;
         match this.recorder {
-            Some(recorder) => recorder.poll(this.inner, cx),
+            Some(recorder) => recorder.poll(this.inner, cx, invocation),
             None => {
                 let inner = this.inner;
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                // CPU mode: the samples carry the invocation; their stacks
+                // are kept whole (no root to cut at).
+                let outer = set_poll_mark(PollMark {
+                    root: 0,
+                    invocation,
+                });
+                let polled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
+                set_poll_mark(outer);
+                match polled {
                     Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
                     Ok(Poll::Pending) => Poll::Pending,
                     Err(payload) => Poll::Ready(Err(payload)),
@@ -574,9 +619,17 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn record<F: Future>(future: F) -> (Result<F::Output, PanicPayload>, Recording) {
+        record_for(0, future)
+    }
+
+    /// [`record`] as the future of the profile numbered `invocation`.
+    pub(crate) fn record_for<F: Future>(
+        invocation: u64,
+        future: F,
+    ) -> (Result<F::Output, PanicPayload>, Recording) {
         let runtime = timer_runtime();
         let mut recorder = Recorder::default();
-        let output = runtime.block_on(Observed::new(future, Some(&mut recorder)));
+        let output = runtime.block_on(Observed::tagged(future, Some(&mut recorder), invocation));
         (output, recorder.finish())
     }
 

@@ -5,9 +5,6 @@
 /// Why the sampler could not start.
 #[derive(Debug)]
 pub(crate) enum SamplerError {
-    /// Another sampler is running in this process.
-    #[allow(dead_code)]
-    Busy,
     /// The platform has no sampler.
     Os(&'static str, std::io::Error),
 }
@@ -28,6 +25,10 @@ pub(crate) fn start(_hz: u32, _slots: usize) -> Result<Sampler, SamplerError> {
 }
 
 impl Sampler {
+    pub(crate) fn invocation(&self) -> u64 {
+        0
+    }
+
     pub(crate) fn stop(self) -> Samples {
         Samples(())
     }
@@ -49,17 +50,32 @@ impl Samples {
     pub(crate) fn dropped(&self) -> u64 {
         0
     }
+
+    pub(crate) fn memory(&self) -> usize {
+        0
+    }
 }
 
-/// No sampler, so no sample is ever cut; the mark is kept for symmetry.
-pub(crate) fn set_poll_root(_root: usize) -> usize {
-    0
+/// What a thread is polling (see the Linux sampler).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PollMark {
+    pub(crate) root: usize,
+    pub(crate) invocation: u64,
+}
+
+/// The mark of the profiler's own work (see the Linux sampler).
+pub(crate) const PROFILER_WORK: u64 = u64::MAX;
+
+/// No sampler, so no sample is ever tagged; the mark is kept for symmetry.
+pub(crate) fn set_poll_mark(_mark: PollMark) -> PollMark {
+    PollMark::default()
 }
 
 /// Bytes per sample slot (none are ever filled here).
 pub(crate) const SLOT_BYTES: usize = 512;
 
 /// No sampler, so no sample can be taken.
+#[cfg(feature = "bench")]
 pub(crate) fn sample_this_thread() -> bool {
     false
 }

@@ -43,10 +43,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "bench")]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
+
+use crate::sampler::{PollMark, set_poll_mark};
 
 /// The deepest stack a registration keeps; deeper ones keep their leaf side.
 pub(crate) const MAX_FRAMES: usize = 64;
@@ -168,22 +172,29 @@ impl Root {
     }
 }
 
-/// Runs `poll` with this frame marked as the invocation's root, so CPU
-/// samples taken on this thread meanwhile are cut here. When `capture`, it is
+/// Runs `poll` with this frame marked as the root of `invocation`'s future
+/// (a [`crate::sampler::Sampler::invocation`]; 0 for none), so CPU samples
+/// taken on this thread meanwhile carry it and are cut here. When `capture`, it is
 /// also a recorded poll: clones of the probe waker made on this thread record
 /// their stacks into the returned log. Nested polls save and restore the
 /// outer one's state.
 #[inline(never)]
-pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T) -> (T, PollLog) {
+pub(crate) fn poll<T>(
+    capture: bool,
+    invocation: u64,
+    buffers: Buffers,
+    poll: impl FnOnce() -> T,
+) -> (T, PollLog) {
     let mark = 0_u8;
     // The mark must live in this frame's memory, not in a register.
     let root = std::hint::black_box(&mark) as *const u8 as usize;
+    let poll_mark = PollMark { root, invocation };
     if !capture {
         // Not recorded: the future has the task's own waker, so no probe
         // clone can happen; only the CPU samples need the mark.
         let restore = Restore {
             outer: None,
-            outer_root: crate::sampler::set_poll_root(root),
+            outer_root: set_poll_mark(poll_mark),
         };
         let output = poll();
         drop(restore);
@@ -203,7 +214,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
         fp_fallbacks: 0,
     };
     let outer = CURRENT.with(|current| current.replace(Some(log)));
-    let outer_root = crate::sampler::set_poll_root(root);
+    let outer_root = set_poll_mark(poll_mark);
     // Restores the thread's state even if `poll` unwinds.
     let restore = Restore {
         outer: Some(outer),
@@ -216,7 +227,7 @@ pub(crate) fn poll<T>(capture: bool, buffers: Buffers, poll: impl FnOnce() -> T)
 
 struct Restore {
     outer: Option<Option<PollLog>>,
-    outer_root: usize,
+    outer_root: PollMark,
 }
 
 impl Restore {
@@ -226,7 +237,7 @@ impl Restore {
     }
 
     fn swap_back(&mut self) -> Option<PollLog> {
-        crate::sampler::set_poll_root(self.outer_root);
+        set_poll_mark(self.outer_root);
         let outer = self.outer.take()?;
         CURRENT
             .try_with(|current| current.replace(outer))
@@ -341,6 +352,7 @@ pub(crate) const CHECK_EVERY: u32 = 1024;
 const CHECKED_FIRST: u32 = 16;
 
 /// Process-wide counts of the frame-pointer unwinder, for the benchmark.
+#[cfg(feature = "bench")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct FpCounts {
     /// Captures whose walk did not reach the wrapper's frame, unwound with
@@ -352,10 +364,23 @@ pub(crate) struct FpCounts {
     pub(crate) mismatches: u64,
 }
 
+/// The counts behind [`FpCounts`]; only a benchmark build keeps them.
+#[cfg(feature = "bench")]
 static FP_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "bench")]
 static FP_CHECKED: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "bench")]
 static FP_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
+/// Adds one to a benchmark count; nothing outside a benchmark build.
+macro_rules! count {
+    ($counter:ident) => {
+        #[cfg(feature = "bench")]
+        $counter.fetch_add(1, Ordering::Relaxed);
+    };
+}
+
+#[cfg(feature = "bench")]
 pub(crate) fn fp_counts() -> FpCounts {
     FpCounts {
         fallbacks: FP_FALLBACKS.load(Ordering::Relaxed),
@@ -366,6 +391,7 @@ pub(crate) fn fp_counts() -> FpCounts {
 
 /// For the benchmark that prices both unwinders in one process: with
 /// `false`, captures use DWARF until it is set again.
+#[cfg(feature = "bench")]
 pub(crate) fn set_frame_pointers(enabled: bool) {
     FP_ENABLED.store(enabled, Ordering::Relaxed);
 }
@@ -425,7 +451,7 @@ fn capture(start: Start, log: &mut PollLog, stack: &mut Vec<u64>) -> bool {
         // deeper than MAX_FRAMES): DWARF knows every frame.
         stack.clear();
         log.fp_fallbacks += 1;
-        FP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        count!(FP_FALLBACKS);
     }
     capture_dwarf(start.mark, log.root, stack)
 }
@@ -473,11 +499,11 @@ fn thread_stack() -> Option<(usize, usize)> {
 fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     let mut dwarf = Vec::with_capacity(stack.len());
     let reached = capture_dwarf(mark, root, &mut dwarf);
-    FP_CHECKED.fetch_add(1, Ordering::Relaxed);
+    count!(FP_CHECKED);
     if reached && dwarf == *stack {
         return true;
     }
-    FP_MISMATCHES.fetch_add(1, Ordering::Relaxed);
+    count!(FP_MISMATCHES);
     FP_ENABLED.store(false, Ordering::Relaxed);
     tracing::warn!(
         frame_pointer_frames = stack.len(),
