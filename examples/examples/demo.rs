@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use xrayprofile::xrayprofile;
+use xrayprofile_cli::merge::Merger;
+use xrayprofile_cli::top::{self, TopRow};
 use xrayprofile_tests::function::Launch;
 use xrayprofile_tests::pprof_view;
 use xrayprofile_tests::runtime_api::{Invoke, Outcome, RuntimeApi};
@@ -274,28 +276,27 @@ fn ms(nanoseconds: i64) -> f64 {
     nanoseconds as f64 / 1e6
 }
 
-/// Sums the per-function rows of every stored profile.
-fn merged_top(s3: &S3Server, keys: &[String]) -> Result<Vec<pprof_view::TopRow>, String> {
-    let mut rows: Vec<pprof_view::TopRow> = Vec::new();
+/// The stored profiles merged and tabled by the command line's own code
+/// (`xrayprofile merge` + `xrayprofile top`), so the figures are the ones
+/// `pprof -top` prints for the same files.
+fn merged_top(s3: &S3Server, keys: &[String]) -> Result<Vec<TopRow>, String> {
+    let mut merger = Merger::new();
     for key in keys {
         let profile = pprof_view::decode(&s3.object(BUCKET, key).unwrap_or_default())?;
-        for row in pprof_view::top(&profile, usize::MAX) {
-            match rows.iter_mut().find(|r| r.name == row.name) {
-                Some(merged) => {
-                    merged.flat += row.flat;
-                    merged.cum += row.cum;
-                }
-                None => rows.push(row),
-            }
-        }
+        merger.add(key, &profile).map_err(|e| e.to_string())?;
     }
-    rows.sort_by(|a, b| {
-        b.flat
-            .cmp(&a.flat)
-            .then(b.cum.cmp(&a.cum))
-            .then(a.name.cmp(&b.name))
-    });
-    Ok(rows)
+    let merged = merger.finish().ok_or("no profile to merge")?;
+    let wall = merged
+        .sample_type
+        .iter()
+        .position(|t| {
+            usize::try_from(t.ty)
+                .ok()
+                .and_then(|i| merged.string_table.get(i))
+                .is_some_and(|name| name == "wall")
+        })
+        .ok_or("the profiles have no `wall` sample type")?;
+    Ok(top::table(&merged, wall, None, false).rows)
 }
 
 fn save(s3: &S3Server, keys: &[String], out: &Path) -> std::io::Result<()> {
