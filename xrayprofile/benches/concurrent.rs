@@ -134,7 +134,7 @@ fn main() {
         samples.len()
     );
     println!(
-        "peak RSS added by the first 8 concurrent profiles: {} KiB while sampling, {} KiB once built (symbol cache included)",
+        "peak RSS added by the first 8 concurrent profiles: {} KiB while sampling, {} KiB once built (symbolization included)",
         after_profiled.saturating_sub(before),
         after_built.saturating_sub(before)
     );

@@ -555,7 +555,9 @@ pin_project_lite::pin_project! {
 }
 
 impl<'r, F> Observed<'r, F> {
-    /// Polls `inner`, its samples tagged with no profile.
+    /// Polls `inner`, its samples tagged with no profile (tests and benches
+    /// only: the wrapper always polls as a profile's invocation).
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn new(inner: F, recorder: Option<&'r mut Recorder>) -> Self {
         Observed::tagged(inner, recorder, 0)
     }
