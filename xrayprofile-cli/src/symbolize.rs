@@ -111,48 +111,7 @@ impl Binary {
 fn name_of(raw: &str) -> String {
     let demangled =
         rustc_demangle::try_demangle(raw).map_or_else(|_| raw.to_owned(), |d| format!("{d:#}"));
-    readable(&demangled)
-}
-
-/// `<X as Trait>::method` → `X::method`, as the library writes names
-/// (`go tool pprof` drops everything between `<` and `>`, which would merge
-/// every `<X as Future>::poll` into one `::poll`). The same rule as
-/// `xrayprofile::profiler::symbols::readable`.
-fn readable(name: &str) -> String {
-    let Some(rest) = name.strip_prefix('<') else {
-        return name.to_owned();
-    };
-    let mut depth = 0_usize;
-    let mut as_at = None;
-    let mut previous = ' ';
-    for (i, c) in rest.char_indices() {
-        let arrow = previous == '-';
-        previous = c;
-        match c {
-            '<' => depth += 1,
-            '>' if arrow => {}
-            '>' if depth == 0 => {
-                let Some(tail) = rest.get(i + 1..) else {
-                    break;
-                };
-                return match (as_at, rest.get(..as_at.unwrap_or(0))) {
-                    (Some(_), Some(self_ty)) if tail.starts_with("::") => {
-                        format!("{self_ty}{tail}")
-                    }
-                    _ => name.to_owned(),
-                };
-            }
-            '>' => depth = depth.saturating_sub(1),
-            ' ' if depth == 0
-                && as_at.is_none()
-                && rest.get(i..).is_some_and(|t| t.starts_with(" as ")) =>
-            {
-                as_at = Some(i);
-            }
-            _ => {}
-        }
-    }
-    name.to_owned()
+    xrayprofile_rules::readable_name(&demangled).into_owned()
 }
 
 /// Symbolizes each file, writing `NAME.symbolized.pprof` beside it or into
@@ -301,14 +260,9 @@ mod tests {
     #[test]
     fn trait_impl_names_are_written_as_the_library_writes_them() {
         assert_eq!(
-            readable("<demo::Job as core::future::Future>::poll"),
+            name_of("_ZN4demo3Job4poll17h0123456789abcdefE"),
             "demo::Job::poll"
         );
-        assert_eq!(
-            readable("<alloc::vec::Vec<T>>::push"),
-            "<alloc::vec::Vec<T>>::push"
-        );
-        assert_eq!(readable("plain::name"), "plain::name");
         assert_eq!(name_of("_ZN4demo3job17h0123456789abcdefE"), "demo::job");
     }
 }

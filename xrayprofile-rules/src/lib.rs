@@ -127,6 +127,50 @@ pub fn prefix_separator(prefix: &str) -> &'static str {
     }
 }
 
+/// A function name as profiles carry it: `<X as Trait>::method` →
+/// `X::method`. The library writes names this way and the command line
+/// symbolizes to the same names; `go tool pprof` shortens names by
+/// dropping everything between `<` and `>`, which would merge every
+/// `<X as Future>::poll` into one `::poll`.
+pub fn readable_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = name.strip_prefix('<') else {
+        return name.into();
+    };
+    // Find the ` as ` and the `>` that close the outermost `<`.
+    let mut depth = 0_usize;
+    let mut as_at = None;
+    let mut previous = ' ';
+    for (i, c) in rest.char_indices() {
+        let arrow = previous == '-';
+        previous = c;
+        match c {
+            '<' => depth += 1,
+            // `fn() -> T` inside the self type.
+            '>' if arrow => {}
+            '>' if depth == 0 => {
+                let Some(tail) = rest.get(i + 1..) else {
+                    break;
+                };
+                return match (as_at, rest.get(..as_at.unwrap_or(0))) {
+                    (Some(_), Some(self_ty)) if tail.starts_with("::") => {
+                        format!("{self_ty}{tail}").into()
+                    }
+                    _ => name.into(),
+                };
+            }
+            '>' => depth -= 1,
+            ' ' if depth == 0
+                && as_at.is_none()
+                && rest.get(i..).is_some_and(|t| t.starts_with(" as ")) =>
+            {
+                as_at = Some(i);
+            }
+            _ => {}
+        }
+    }
+    name.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +243,35 @@ mod tests {
         assert_eq!(mode(" CPU "), Some(Mode::Cpu));
         assert_eq!(mode("fast"), None);
         assert_eq!(mode(""), None);
+    }
+
+    #[test]
+    fn trait_impl_names_keep_their_self_type() {
+        for (name, want) in [
+            (
+                "<tokio::time::sleep::Sleep as core::future::future::Future>::poll",
+                "tokio::time::sleep::Sleep::poll",
+            ),
+            (
+                "<core::pin::Pin<P> as core::future::future::Future>::poll",
+                "core::pin::Pin<P>::poll",
+            ),
+            (
+                "<fn() -> u8 as core::ops::function::FnOnce<()>>::call_once",
+                "fn() -> u8::call_once",
+            ),
+            ("<&T as core::fmt::Debug>::fmt", "&T::fmt"),
+            ("demo::handler::{{closure}}", "demo::handler::{{closure}}"),
+            ("<T>::method", "<T>::method"),
+            ("<unbalanced", "<unbalanced"),
+            (
+                "<demo::Job as core::future::Future>::poll",
+                "demo::Job::poll",
+            ),
+            ("<alloc::vec::Vec<T>>::push", "<alloc::vec::Vec<T>>::push"),
+            ("plain::name", "plain::name"),
+        ] {
+            assert_eq!(readable_name(name), want, "{name}");
+        }
     }
 }

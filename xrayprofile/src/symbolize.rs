@@ -38,48 +38,6 @@ pub(crate) enum Detail {
     Addresses,
 }
 
-/// `<X as Trait>::method` → `X::method`: `go tool pprof` shortens names by
-/// dropping everything between `<` and `>`, which would merge every
-/// `<X as Future>::poll` into one `::poll`.
-fn readable(name: &str) -> std::borrow::Cow<'_, str> {
-    let Some(rest) = name.strip_prefix('<') else {
-        return name.into();
-    };
-    // Find the ` as ` and the `>` that close the outermost `<`.
-    let mut depth = 0_usize;
-    let mut as_at = None;
-    let mut previous = ' ';
-    for (i, c) in rest.char_indices() {
-        let arrow = previous == '-';
-        previous = c;
-        match c {
-            '<' => depth += 1,
-            // `fn() -> T` inside the self type.
-            '>' if arrow => {}
-            '>' if depth == 0 => {
-                let Some(tail) = rest.get(i + 1..) else {
-                    break;
-                };
-                return match (as_at, rest.get(..as_at.unwrap_or(0))) {
-                    (Some(_), Some(self_ty)) if tail.starts_with("::") => {
-                        format!("{self_ty}{tail}").into()
-                    }
-                    _ => name.into(),
-                };
-            }
-            '>' => depth -= 1,
-            ' ' if depth == 0
-                && as_at.is_none()
-                && rest.get(i..).is_some_and(|t| t.starts_with(" as ")) =>
-            {
-                as_at = Some(i);
-            }
-            _ => {}
-        }
-    }
-    name.into()
-}
-
 /// A profile's tables, each entry interned once.
 pub(crate) struct Tables {
     detail: Detail,
@@ -331,7 +289,7 @@ impl Tables {
                     .filter(|frame| !frame.function.is_empty())
                     .map(|frame| Line {
                         function_id: self.function(
-                            &readable(&frame.function),
+                            &xrayprofile_rules::readable_name(&frame.function),
                             &frame.system_name,
                             &frame.file,
                         ),
@@ -458,7 +416,7 @@ fn file_offset(maps: &str, address: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Detail, Tables, readable};
+    use super::{Detail, Tables};
     use pprof::protos::Profile;
 
     #[inline(never)]
@@ -520,29 +478,5 @@ mod tests {
                 && comments[0].contains("symbol-table names only"),
             "{comments:?}"
         );
-    }
-
-    #[test]
-    fn trait_impl_names_keep_their_self_type() {
-        for (name, want) in [
-            (
-                "<tokio::time::sleep::Sleep as core::future::future::Future>::poll",
-                "tokio::time::sleep::Sleep::poll",
-            ),
-            (
-                "<core::pin::Pin<P> as core::future::future::Future>::poll",
-                "core::pin::Pin<P>::poll",
-            ),
-            (
-                "<fn() -> u8 as core::ops::function::FnOnce<()>>::call_once",
-                "fn() -> u8::call_once",
-            ),
-            ("<&T as core::fmt::Debug>::fmt", "&T::fmt"),
-            ("demo::handler::{{closure}}", "demo::handler::{{closure}}"),
-            ("<T>::method", "<T>::method"),
-            ("<unbalanced", "<unbalanced"),
-        ] {
-            assert_eq!(readable(name), want, "{name}");
-        }
     }
 }
