@@ -139,7 +139,7 @@ impl StoppedProfile {
 mod tests {
     use super::*;
     use crate::sampler;
-    use crate::test_support::{serial, spin_in_named_leaf};
+    use crate::test_support::{burn_thread_cpu, serial};
 
     #[test]
     fn profiles_overlap_and_the_last_one_dropped_stops_the_timer() {
@@ -185,7 +185,9 @@ mod tests {
     fn a_full_buffer_drops_and_counts_samples() {
         let _serial = serial();
         let sampler = sampler::start(FREQUENCY_HZ, 2).unwrap();
-        spin_in_named_leaf(std::time::Duration::from_millis(200));
+        // Thread CPU time: the sampler's timers count it, so a loaded
+        // machine still gets the samples that overflow the ring.
+        burn_thread_cpu(std::time::Duration::from_millis(200));
         let samples = sampler.stop();
         // A ring of two: the last two samples survive, the others were
         // overwritten.

@@ -326,7 +326,7 @@ mod tests {
     use super::*;
     use crate::profiler::{ActiveProfile, FREQUENCY_HZ};
     use crate::sampler;
-    use crate::test_support::{serial, spin_in_named_leaf};
+    use crate::test_support::{burn_thread_cpu, serial, spin_in_named_leaf};
     use crate::wall::tests::{record_for, waits_on_a_timer};
 
     /// Stops `profile` and builds its CPU profile with names.
@@ -366,7 +366,9 @@ mod tests {
         let _serial = serial();
         // Cold: a warm-up thread would compete with the spin for the CPU.
         let profile = ActiveProfile::start().unwrap();
-        spin_in_named_leaf(std::time::Duration::from_millis(300));
+        // Thread CPU time, not wall time: on a loaded machine a wall-bounded
+        // spin gets too little CPU for the per-thread CPU timer to fire.
+        burn_thread_cpu(std::time::Duration::from_millis(300));
         let finished = finish(profile);
         let stacks = stacks(&finished);
         let total: i64 = stacks.iter().map(|(_, n)| n).sum();
@@ -481,18 +483,6 @@ mod tests {
                 "{own}'s profile holds only its own invocation's samples"
             );
         }
-    }
-
-    /// Burns `cpu` of this thread's CPU time (not wall time: under
-    /// contention it takes longer).
-    #[inline(never)]
-    fn burn_thread_cpu(cpu: std::time::Duration) -> u64 {
-        let start = sampler::thread_cpu_time();
-        let mut x = 0;
-        while sampler::thread_cpu_time().saturating_sub(start) < cpu {
-            x ^= spin_in_named_leaf(std::time::Duration::from_micros(200));
-        }
-        x
     }
 
     #[inline(never)]

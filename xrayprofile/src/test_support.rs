@@ -21,6 +21,19 @@ pub(crate) fn spin_in_named_leaf(duration: Duration) -> u64 {
     x
 }
 
+/// Burns `cpu` of this thread's CPU time in [`spin_in_named_leaf`]: unlike
+/// a wall-clock spin, it takes longer under contention, so the sampler's
+/// per-thread CPU timers fire as often on a loaded machine as on a quiet one.
+#[inline(never)]
+pub(crate) fn burn_thread_cpu(cpu: Duration) -> u64 {
+    let start = crate::sampler::thread_cpu_time();
+    let mut x = 0;
+    while crate::sampler::thread_cpu_time().saturating_sub(start) < cpu {
+        x ^= spin_in_named_leaf(Duration::from_micros(200));
+    }
+    x
+}
+
 /// Tests that start the process-wide sampler take this, one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 

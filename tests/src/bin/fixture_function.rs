@@ -3,9 +3,9 @@
 //!
 //! Event fields: `spin_ms` (burn this much CPU in
 //! [`fixture_hot_loop`]), `sleep_ms` (then await a timer this long, so
-//! concurrent invocations overlap), `stress_ms` (for this long, allocate,
-//! format, unwind a caught panic and spawn tasks: what the signal-safety test
-//! samples), `fail` (return `Err`), `panic` (panic), `stamp` (add
+//! concurrent invocations overlap), `stress_ms` (until the process has used this much
+//! CPU time, allocate, format, unwind a caught panic and spawn tasks: what the
+//! signal-safety test samples), `fail` (return `Err`), `panic` (panic), `stamp` (add
 //! `returned_at_us`, the wall-clock time the body returned, to the response).
 //!
 //! It runs with `lambda_runtime::run_concurrent`, which polls for
@@ -36,8 +36,12 @@ async fn respond(event: LambdaEvent<Value>) -> Result<Value, Error> {
         tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
     }
     if let Some(stress_ms) = event.payload.get("stress_ms").and_then(Value::as_u64) {
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(stress_ms);
-        while std::time::Instant::now() < until {
+        // Process CPU time, not wall time: the work spreads over the worker
+        // threads, and on a loaded machine a wall-clock bound would give the
+        // sampler's per-thread CPU timers too little CPU to fire.
+        let stress = std::time::Duration::from_millis(stress_ms);
+        let start = cpu_time::ProcessTime::now();
+        while start.elapsed() < stress {
             checksum = checksum.wrapping_add(fixture_stress().await);
         }
     }
