@@ -106,8 +106,10 @@ pub struct TopRow {
     pub cum: i64,
 }
 
-/// The functions with the most of the default value of their own (flat),
-/// then cumulative, as `pprof -top` lists them.
+/// The functions with the most of the default value on their stacks
+/// (cumulative), then of their own (flat), as `pprof -top -cum` lists them.
+/// Flat is the innermost frame's: of a leaf location's inlined lines, only
+/// the first (the innermost function) gets it, as in pprof.
 pub fn top(profile: &Profile, n: usize) -> Vec<TopRow> {
     top_at(profile, default_index(profile), n)
 }
@@ -133,10 +135,11 @@ fn top_at(profile: &Profile, index: usize, n: usize) -> Vec<TopRow> {
         let count = sample.value.get(index).copied().unwrap_or(0);
         let mut seen = Vec::new();
         for (depth, loc) in sample.location_id.iter().enumerate() {
-            for function in location_fn.get(loc).into_iter().flatten() {
+            let functions = location_fn.get(loc).into_iter().flatten();
+            for (inlined_depth, function) in functions.enumerate() {
                 let name = fn_name.get(function).copied().unwrap_or("?");
                 let row = rows.entry(name).or_default();
-                if depth == 0 {
+                if depth == 0 && inlined_depth == 0 {
                     row.0 += count;
                 }
                 if !seen.contains(&name) {
