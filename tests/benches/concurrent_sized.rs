@@ -98,6 +98,10 @@ struct Run {
     /// time over the `names` profiles, %.
     own_min: f64,
     foreign_max: f64,
+    /// Median share (%) of a `names` profile's CPU time (its samples) that
+    /// other invocations and threads used (`state=other`): what each
+    /// profile also carries, encodes and symbolizes under concurrency.
+    other_median: f64,
     /// Warnings the function logged (dropped or unstarted profiles).
     problems: Vec<String>,
 }
@@ -275,11 +279,14 @@ async fn run(binary: &Path, mode: &str, variant: Variant, passes: u64, seq: &mut
 
     let files = files_under(out.path());
     let (mut own_min, mut foreign_max) = (100.0_f64, 0.0_f64);
+    let mut other = vec![0.0];
     if variant == Variant::Names {
+        other.clear();
         for file in &files {
-            let (own, foreign) = shares(file);
+            let (own, foreign, others) = shares(file);
             own_min = own_min.min(own);
             foreign_max = foreign_max.max(foreign);
+            other.push(others);
         }
     }
     drop(function);
@@ -295,14 +302,16 @@ async fn run(binary: &Path, mode: &str, variant: Variant, passes: u64, seq: &mut
         profiles: files.len(),
         own_min,
         foreign_max,
+        other_median: median(&other),
         problems,
     }
 }
 
 /// The share (%) of a profile's own on-CPU time under its own kind's
-/// function and under the other kinds'. Its invocation is the request ID
-/// in its file name, whose last digits are the invocation's number.
-fn shares(file: &Path) -> (f64, f64) {
+/// function and under the other kinds', and the share of all its CPU time
+/// labelled `state=other`. Its invocation is the request ID in its file
+/// name, whose last digits are the invocation's number.
+fn shares(file: &Path) -> (f64, f64, f64) {
     let stem = file.file_stem().unwrap().to_str().unwrap();
     let n: usize = stem[stem.len() - 12..].parse().unwrap();
     let kind = n % 4;
@@ -317,13 +326,15 @@ fn shares(file: &Path) -> (f64, f64) {
             .sum()
     };
     let total: i64 = own_rows.iter().map(|r| r.cpu).sum();
+    let all: i64 = rows.iter().map(|r| r.cpu).sum();
     if total == 0 {
-        return (0.0, 0.0);
+        return (0.0, 0.0, 100.0);
     }
     let others: i64 = (0..4).filter(|k| *k != kind).map(|k| under(BURNS[k])).sum();
     (
         under(BURNS[kind]) as f64 * 100.0 / total as f64,
         others as f64 * 100.0 / total as f64,
+        (all - total) as f64 * 100.0 / all as f64,
     )
 }
 
@@ -426,7 +437,7 @@ async fn main() {
                 unreachable!()
             };
             println!(
-                "  {mode} round {round}: CPU/invocation off {:.1} / addresses {:.1} / names {:.1} ms; VmHWM first {} / {} / {} KiB, last {} / {} / {} KiB; profiles {} / {}; own ≥ {:.1} %, others ≤ {:.1} %; bodies in flight ≤ {}; load {}",
+                "  {mode} round {round}: CPU/invocation off {:.1} / addresses {:.1} / names {:.1} ms; VmHWM first {} / {} / {} KiB, last {} / {} / {} KiB; profiles {} / {}; own ≥ {:.1} %, others ≤ {:.1} %, state=other median {:.0} % of a profile's CPU; bodies in flight ≤ {}; load {}",
                 off.cpu_ms,
                 addresses.cpu_ms,
                 names.cpu_ms,
@@ -440,6 +451,7 @@ async fn main() {
                 names.profiles,
                 names.own_min,
                 names.foreign_max,
+                names.other_median,
                 names.in_flight,
                 load_average(),
             );
