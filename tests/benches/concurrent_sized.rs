@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use xrayprofile_tests::function::{Function, Launch};
-use xrayprofile_tests::harness::join_all;
+use xrayprofile_tests::harness::{files_under, join_all};
 use xrayprofile_tests::pprof_view;
 use xrayprofile_tests::runtime_api::{Invoke, Outcome, RuntimeApi};
 use xrayprofile_tests::trace_header;
@@ -318,13 +318,7 @@ fn shares(file: &Path) -> (f64, f64, f64) {
     let profile = pprof_view::decode(&std::fs::read(file).unwrap()).unwrap();
     let rows = pprof_view::rows(&profile);
     let own_rows: Vec<_> = rows.iter().filter(|r| r.state != "other").collect();
-    let under = |name: &str| -> i64 {
-        own_rows
-            .iter()
-            .filter(|r| r.names.iter().any(|f| f.contains(name)))
-            .map(|r| r.cpu)
-            .sum()
-    };
+    let under = |name: &str| pprof_view::cpu_under(own_rows.iter().copied(), name);
     let total: i64 = own_rows.iter().map(|r| r.cpu).sum();
     let all: i64 = rows.iter().map(|r| r.cpu).sum();
     if total == 0 {
@@ -336,19 +330,6 @@ fn shares(file: &Path) -> (f64, f64, f64) {
         others as f64 * 100.0 / total as f64,
         (all - total) as f64 * 100.0 / all as f64,
     )
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn median(values: &[f64]) -> f64 {
