@@ -33,6 +33,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 use xrayprofile_tests::function::{Function, Launch};
+use xrayprofile_tests::harness::files_under;
 use xrayprofile_tests::pprof_view;
 use xrayprofile_tests::runtime_api::{Invoke, Outcome, RuntimeApi};
 use xrayprofile_tests::trace_header;
@@ -122,19 +123,6 @@ async fn run(binary: &Path, mode: &str, enabled: bool, seq: &mut u32) -> Run {
         .collect();
     drop(function);
     result
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn mib(kib: i64) -> String {

@@ -194,6 +194,22 @@ impl Function {
         Some(std::time::Duration::from_nanos(total))
     }
 
+    /// The CPU time of the whole process so far, threads that exited
+    /// included (tokio's blocking-pool threads end after 10 s idle), from
+    /// `/proc/PID/stat`'s `utime` + `stime`: 10 ms ticks (`USER_HZ`, 100 on
+    /// Linux), so meant for runs of seconds; [`Function::cpu_time`] is
+    /// finer but misses exited threads.
+    pub fn process_cpu_time(&self) -> Option<std::time::Duration> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which may hold spaces: state,
+        // ppid, ..., utime (14th of the line, 12th here), stime.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        let total = ticks(11)? + ticks(12)?;
+        Some(std::time::Duration::from_millis(total * 10))
+    }
+
     /// A KiB field of the process's `/proc/PID/status` (`VmRSS`, `VmHWM`,
     /// `RssAnon`...), while it runs.
     pub fn status_kib(&self, field: &str) -> Option<u64> {

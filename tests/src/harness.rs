@@ -2,7 +2,7 @@
 //! one fixture function process, invoke it, and compare its answers with what
 //! the handler alone would answer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -125,4 +125,20 @@ pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) 
     })
     .await;
     outputs.into_iter().flatten().collect()
+}
+
+/// Every file below `dir`, at any depth (the profiles a function wrote to
+/// `XRAYPROFILE_OUTPUT_DIR`, under their key's folders); what cannot be
+/// read is left out.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

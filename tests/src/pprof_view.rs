@@ -265,7 +265,18 @@ pub struct Row {
     pub state: String,
 }
 
-/// Every sample of a wall-clock profile as a [`Row`].
+/// The `cpu` nanoseconds of the `rows` with a function whose name
+/// contains `name` anywhere on their stack.
+pub fn cpu_under<'a>(rows: impl IntoIterator<Item = &'a Row>, name: &str) -> i64 {
+    rows.into_iter()
+        .filter(|r| r.names.iter().any(|f| f.contains(name)))
+        .map(|r| r.cpu)
+        .sum()
+}
+
+/// Every sample of a wall-clock profile as a [`Row`] (of a CPU profile
+/// too: its `cpu` is the second value as well, its `wall` holds the
+/// sample count).
 pub fn rows(profile: &Profile) -> Vec<Row> {
     let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
     profile

@@ -95,13 +95,7 @@ async fn concurrent_invocations_each_get_a_profile_of_their_own_work() {
         let profile = pprof_view::decode(&body).expect("a pprof file");
         let rows = rows(&profile);
         let on_cpu: Vec<_> = rows.iter().filter(|r| r.state == "on-cpu").collect();
-        let cpu_under = |name: &str| -> i64 {
-            on_cpu
-                .iter()
-                .filter(|r| r.names.iter().any(|f| f.contains(name)))
-                .map(|r| r.cpu)
-                .sum()
-        };
+        let cpu_under = |name: &str| pprof_view::cpu_under(on_cpu.iter().copied(), name);
         let total: i64 = on_cpu.iter().map(|r| r.cpu).sum();
         let kind = (*n % 4) as usize;
         let own = cpu_under(BURNS[kind]);

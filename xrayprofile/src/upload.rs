@@ -79,6 +79,10 @@ pub(crate) struct UploadJob {
     pub(crate) deadline: Option<SystemTime>,
 }
 
+/// The profiles being built at once in this process: one (see
+/// [`PendingUpload::run`]).
+static BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// A profile whose sampling has stopped but which is not built yet: building
 /// it (symbolizing, encoding) goes with its upload, so under
 /// [`crate::run`] it happens after the response too (P7 in
@@ -118,7 +122,17 @@ impl PendingUpload {
     }
 
     /// Builds the profile on tokio's blocking pool (symbolizing takes a
-    /// millisecond or more, too long for a worker thread), then stores it.
+    /// millisecond or more, too long for a worker thread), one profile at a
+    /// time in the process, then stores it.
+    ///
+    /// One at a time because symbolizing holds up to
+    /// `symbolize::SYMBOLIZE_BUDGET` per profile: under `run_concurrent`
+    /// eight responses arriving together built their eight profiles at
+    /// once, which on a 104 MB binary added 15 MiB of peak RSS instead of
+    /// one budget's worth (issue 18 in docs/performance.md). Waiting costs
+    /// nothing on the response path (uploads start after it) and no CPU:
+    /// the builds take the same time in turn on the 2 vCPUs the handlers
+    /// are using anyway.
     pub(crate) async fn run(self) {
         let PendingUpload {
             request_id,
@@ -126,7 +140,12 @@ impl PendingUpload {
             build,
             ..
         } = self;
-        match tokio::task::spawn_blocking(build).await {
+        // Never closed, so the permit always comes; if it did not, building
+        // anyway is better than dropping the profile.
+        let one_at_a_time = BUILDS.acquire().await.ok();
+        let built = tokio::task::spawn_blocking(build).await;
+        drop(one_at_a_time);
+        match built {
             Ok(Some(job)) => job.run().await,
             Ok(None) => {}
             Err(_) => tracing::warn!(
@@ -383,6 +402,36 @@ mod s3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn profiles_are_built_one_at_a_time() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (building, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let uploads: Vec<_> = (0..8)
+            .map(|n| {
+                let (building, most) = (building.clone(), most.clone());
+                let build = move || {
+                    let now = building.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    building.fetch_sub(1, Ordering::SeqCst);
+                    None
+                };
+                let root = crate::trace::TraceRoot::parse("1-5759e988-bd862e3fe1be46a994272793")
+                    .expect("a valid root");
+                let id = format!("request-{n}");
+                let request_id =
+                    crate::object_key::RequestId::parse(&id).expect("a valid request ID");
+                let key = ObjectKey::new("p", &root, &request_id);
+                tokio::spawn(PendingUpload::new(id.clone(), key, 0, Box::new(build)).run())
+            })
+            .collect();
+        for upload in uploads {
+            upload.await.expect("the upload task ran");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "builds at once");
+    }
 
     #[test]
     fn a_timeout_advises_a_longer_function_timeout_only_when_the_deadline_bound_it() {
