@@ -405,7 +405,15 @@ impl<'a> Unit<'a> {
                     continue; // the end of a list of children
                 };
                 let tag = abbrev.tag();
-                let function = tag == dw::DW_TAG_subprogram || tag == dw::DW_TAG_inlined_subroutine;
+                // A function whose abbreviation has no address attribute (an
+                // abstract instance or a declaration: most of std's, whose
+                // units list every generic they inline) holds no code: its
+                // attributes are skipped unread, its children still walked.
+                let function = (tag == dw::DW_TAG_subprogram
+                    || tag == dw::DW_TAG_inlined_subroutine)
+                    && abbrev.attributes().iter().any(|spec| {
+                        spec.name() == dw::DW_AT_low_pc || spec.name() == dw::DW_AT_ranges
+                    });
                 let skipped = skip_below.is_some_and(|limit| depth > limit);
                 if !skipped {
                     skip_below = None;
