@@ -108,6 +108,10 @@ pub(crate) struct Symbolized {
     /// Per address, in the order given: innermost frame first, as pprof's
     /// `Location.line` wants them; empty when nothing names the address.
     pub(crate) frames: Vec<Vec<Frame>>,
+    /// Per address, in the order given: whether its frames are all the file
+    /// says (not cut by the budget, nothing failed reading), and so may be
+    /// kept for later profiles.
+    pub(crate) complete: Vec<bool>,
     /// Units left out for the budget.
     pub(crate) cut: Cut,
     /// The first thing that went wrong reading the file, if anything did.
@@ -120,6 +124,7 @@ pub(crate) struct Symbolized {
 pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> Symbolized {
     let mut out = Symbolized {
         frames: vec![Vec::new(); addresses.len()],
+        complete: vec![false; addresses.len()],
         ..Symbolized::default()
     };
     let elf = match elf::Elf::open(path) {
@@ -137,35 +142,43 @@ pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> 
     let sorted: Vec<u64> = positions.keys().copied().collect();
     let mut found: Vec<unit::Found> = Vec::new();
     found.resize_with(sorted.len(), unit::Found::default);
+    let mut complete = vec![true; sorted.len()];
 
     let dwarf = elf.sections.debug_info.usable()
         && elf.sections.debug_abbrev.usable()
         && elf.sections.debug_line.usable();
     if dwarf {
-        read_units(&elf, &sorted, &mut found, budget, &mut out);
+        read_units(&elf, &sorted, &mut found, &mut complete, budget, &mut out);
     } else if elf.sections.debug_info.compressed {
         out.problem = Some(format!(
             "{}: compressed debug sections are not read; named from the symbol table",
             path.display()
         ));
     }
-    name_from_symbols(&elf, &sorted, &mut found, &mut out);
+    if !name_from_symbols(&elf, &sorted, &mut found, &mut out) {
+        complete.fill(false);
+    }
 
-    for (found, (_, at)) in found.into_iter().zip(positions) {
+    for ((found, complete), (_, at)) in found.into_iter().zip(complete).zip(positions) {
         for i in at {
             if let Some(slot) = out.frames.get_mut(i) {
                 slot.clone_from(&found.frames);
+            }
+            if let Some(slot) = out.complete.get_mut(i) {
+                *slot = complete;
             }
         }
     }
     out
 }
 
-/// Fills `found` from the DWARF units that hold `sorted`'s addresses.
+/// Fills `found` from the DWARF units that hold `sorted`'s addresses;
+/// clears `complete` where a unit was not read.
 fn read_units(
     elf: &elf::Elf,
     sorted: &[u64],
     found: &mut [unit::Found],
+    complete: &mut [bool],
     budget: &mut Budget,
     out: &mut Symbolized,
 ) {
@@ -174,6 +187,7 @@ fn read_units(
         Err(e) => {
             out.problem
                 .get_or_insert_with(|| format!("reading .debug_aranges: {e}"));
+            complete.fill(false);
             return;
         }
     };
@@ -189,7 +203,15 @@ fn read_units(
             .iter()
             .filter_map(|&i| sorted.get(i).copied())
             .collect();
-        match unit::frames(elf, offset, &addresses, &starts, budget) {
+        let result = unit::frames(elf, offset, &addresses, &starts, budget);
+        if result.is_err() {
+            for &i in &indices {
+                if let Some(slot) = complete.get_mut(i) {
+                    *slot = false;
+                }
+            }
+        }
+        match result {
             Ok(frames) => {
                 for (i, frames) in indices.into_iter().zip(frames) {
                     if let Some(slot) = found.get_mut(i) {
@@ -217,13 +239,13 @@ fn read_units(
 /// Names from the symbol table: for addresses without frames, and for a
 /// function the DWARF names only by its short name (`"line-tables-only"`)
 /// where the symbol starting at the same address has the full path, as GNU
-/// `addr2line` does.
+/// `addr2line` does. `false` if the symbol table could not be read.
 fn name_from_symbols(
     elf: &elf::Elf,
     sorted: &[u64],
     found: &mut [unit::Found],
     out: &mut Symbolized,
-) {
+) -> bool {
     let wanted: Vec<usize> = found
         .iter()
         .enumerate()
@@ -231,7 +253,7 @@ fn name_from_symbols(
         .map(|(i, _)| i)
         .collect();
     if wanted.is_empty() {
-        return;
+        return true;
     }
     let addresses: Vec<u64> = wanted
         .iter()
@@ -242,9 +264,10 @@ fn name_from_symbols(
         Err(e) => {
             out.problem
                 .get_or_insert_with(|| format!("reading the symbol table: {e}"));
-            return;
+            return false;
         }
     };
+    let mut read_all = true;
     for (i, covering) in wanted.into_iter().zip(covering) {
         let (Some(covering), Some(found)) = (covering, found.get_mut(i)) else {
             continue;
@@ -253,6 +276,7 @@ fn name_from_symbols(
             continue;
         }
         let Ok(raw) = symtab::name(elf, strings, covering) else {
+            read_all = false;
             continue;
         };
         let function = demangle(&raw);
@@ -268,6 +292,7 @@ fn name_from_symbols(
             }),
         }
     }
+    read_all
 }
 
 /// A linkage name demangled without its hash; other names as they are.
@@ -448,6 +473,13 @@ mod tests {
         );
         assert!(cut.cut.units > 0 && cut.cut.addresses > 0, "{:?}", cut.cut);
         assert!(cut.cut.needed > tiny.limit());
+        // Cut frames are never kept for later profiles; full ones may be.
+        assert!(named.complete.iter().all(|&c| c), "{:?}", named.complete);
+        assert!(
+            cut.complete.iter().filter(|&&c| !c).count() >= cut.cut.addresses,
+            "{:?}",
+            cut.complete
+        );
         let mut symbol_named = 0;
         for ((address, cut), named) in addresses.iter().zip(&cut.frames).zip(&named.frames) {
             // No lines and no inlined frames: the symbol covering the address.
@@ -472,6 +504,12 @@ mod tests {
         let again = symbolize(&binary, &addresses, &mut enough);
         assert_eq!(again.cut, super::Cut::default());
         assert_eq!(again.frames, named.frames);
+        // Each address's frames are the same whatever else is in its batch
+        // (what keeping them per address relies on).
+        for (address, named) in addresses.iter().zip(&named.frames).step_by(3) {
+            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            assert_eq!(&alone.frames[0], named, "{address:#x}");
+        }
     }
 
     #[test]
