@@ -23,6 +23,7 @@
 
 mod aranges;
 mod elf;
+mod sequences;
 mod symtab;
 mod unit;
 
@@ -293,6 +294,34 @@ fn name_from_symbols(
         }
     }
     read_all
+}
+
+/// The LEB128 number at `at` in `bytes` (signed ones have the same
+/// framing: this skips them), `at` moved past it; `None` if `bytes` ends
+/// first.
+fn uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0_u64;
+    let mut shift = 0_u32;
+    loop {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        shift = shift.saturating_add(7);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+}
+
+/// The unsigned `n`-byte (at most 8) integer at `at` in `bytes`.
+fn uint(bytes: &[u8], at: usize, n: usize, endian: gimli::RunTimeEndian) -> Option<u64> {
+    let bytes = bytes.get(at..at.checked_add(n)?)?;
+    let fold = |acc: u64, &b: &u8| (acc << 8) | u64::from(b);
+    Some(if endian == gimli::RunTimeEndian::Big {
+        bytes.iter().fold(0, fold)
+    } else {
+        bytes.iter().rev().fold(0, fold)
+    })
 }
 
 /// A linkage name demangled without its hash; other names as they are.
