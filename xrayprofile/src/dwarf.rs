@@ -485,6 +485,60 @@ mod tests {
         assert!(budget.peak() > 0 && budget.peak() <= budget.limit());
     }
 
+    /// Addresses inside every `step`th function of `binary`, from `nm`
+    /// (binutils, which `.ci/run` installs with `addr2line`).
+    fn spread_addresses(binary: &std::path::Path, step: usize) -> Option<Vec<u64>> {
+        let output = Command::new("nm")
+            .args(["-S", "--defined-only"])
+            .arg(binary)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut addresses: Vec<u64> = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let [start, size, "t" | "T", _] = fields[..] else {
+                    return None;
+                };
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let size = u64::from_str_radix(size, 16).ok()?;
+                Some(start + size / 2)
+            })
+            .step_by(step)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        Some(addresses)
+    }
+
+    /// Functions nested at different depths (namespaces in `"limited"`
+    /// DWARF) read in one walk: each address gets the frames it gets alone.
+    #[test]
+    fn a_batch_gives_each_address_the_frames_it_gets_alone() {
+        let (binary, _) = this_binary();
+        let Some(addresses) = spread_addresses(&binary, 40) else {
+            assert!(
+                std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
+                "nm (binutils) is missing but XRAYPROFILE_REQUIRE_GO is set; .ci/run installs it"
+            );
+            eprintln!("skipped: nm (binutils) is not installed; .ci/run installs it");
+            return;
+        };
+        let addresses: Vec<u64> = addresses.into_iter().take(400).collect();
+        let batch = symbolize(&binary, &addresses, &mut Budget::new(64 << 20));
+        let with_lines = batch
+            .frames
+            .iter()
+            .filter(|f| f.first().is_some_and(|f| f.line > 0))
+            .count();
+        assert!(with_lines > 100, "{with_lines} of {}", addresses.len());
+        for (address, frames) in addresses.iter().zip(&batch.frames) {
+            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            assert_eq!(&alone.frames[0], frames, "{address:#x}");
+        }
+    }
+
     #[test]
     fn past_the_budget_addresses_keep_symbol_names() {
         let (binary, bias) = this_binary();

@@ -381,6 +381,12 @@ impl<'a> Unit<'a> {
                 let Some(abbrev) = raw.read_abbreviation()? else {
                     continue; // the end of a list of children
                 };
+                // Scopes end where any DIE at their depth or above starts,
+                // whatever its tag: a function nested deeper in namespaces
+                // after one that held an address is not inside it.
+                while open.last().is_some_and(|(d, _)| *d >= depth) {
+                    open.pop();
+                }
                 let tag = abbrev.tag();
                 // A function whose abbreviation has no address attribute (an
                 // abstract instance or a declaration: most of std's, whose
@@ -421,9 +427,6 @@ impl<'a> Unit<'a> {
                         }
                         _ => {}
                     }
-                }
-                while open.last().is_some_and(|(d, _)| *d >= depth) {
-                    open.pop();
                 }
                 let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
                 let ranges = match self.ranges(low, high, list) {
