@@ -19,9 +19,13 @@ use crate::dwarf::Frame;
 /// What the cache may hold, in bytes as [`cost`] counts them.
 pub(crate) const RESOLVED_CAP: u64 = 512 * 1024;
 
-/// Bytes counted per entry besides its strings: the key, the entry, the
-/// hash table's slot with its spare capacity, the frames' vector.
-const ENTRY_OVERHEAD: u64 = 96;
+/// Bytes counted per entry besides its frames: the key and the entry in the
+/// hash table's slot, with its spare capacity (up to half empty after it
+/// grows), and the allocator's header of the frames' vector.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// The allocator's header of each of a frame's three strings.
+const STRING_HEADERS: u64 = 3 * 16;
 
 /// What tells one version of a file from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,7 @@ fn cost(frames: &[Frame]) -> u64 {
     frames.iter().fold(ENTRY_OVERHEAD, |sum, frame| {
         let strings =
             frame.function.capacity() + frame.system_name.capacity() + frame.file.capacity();
-        sum.saturating_add((size_of::<Frame>() + strings) as u64)
+        sum.saturating_add((size_of::<Frame>() + strings) as u64 + STRING_HEADERS)
     })
 }
 
