@@ -23,6 +23,7 @@
 
 mod aranges;
 mod elf;
+mod sequences;
 mod symtab;
 mod unit;
 
@@ -108,6 +109,10 @@ pub(crate) struct Symbolized {
     /// Per address, in the order given: innermost frame first, as pprof's
     /// `Location.line` wants them; empty when nothing names the address.
     pub(crate) frames: Vec<Vec<Frame>>,
+    /// Per address, in the order given: whether its frames are all the file
+    /// says (not cut by the budget, nothing failed reading), and so may be
+    /// kept for later profiles.
+    pub(crate) complete: Vec<bool>,
     /// Units left out for the budget.
     pub(crate) cut: Cut,
     /// The first thing that went wrong reading the file, if anything did.
@@ -120,6 +125,7 @@ pub(crate) struct Symbolized {
 pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> Symbolized {
     let mut out = Symbolized {
         frames: vec![Vec::new(); addresses.len()],
+        complete: vec![false; addresses.len()],
         ..Symbolized::default()
     };
     let elf = match elf::Elf::open(path) {
@@ -137,35 +143,43 @@ pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> 
     let sorted: Vec<u64> = positions.keys().copied().collect();
     let mut found: Vec<unit::Found> = Vec::new();
     found.resize_with(sorted.len(), unit::Found::default);
+    let mut complete = vec![true; sorted.len()];
 
     let dwarf = elf.sections.debug_info.usable()
         && elf.sections.debug_abbrev.usable()
         && elf.sections.debug_line.usable();
     if dwarf {
-        read_units(&elf, &sorted, &mut found, budget, &mut out);
+        read_units(&elf, &sorted, &mut found, &mut complete, budget, &mut out);
     } else if elf.sections.debug_info.compressed {
         out.problem = Some(format!(
             "{}: compressed debug sections are not read; named from the symbol table",
             path.display()
         ));
     }
-    name_from_symbols(&elf, &sorted, &mut found, &mut out);
+    if !name_from_symbols(&elf, &sorted, &mut found, &mut out) {
+        complete.fill(false);
+    }
 
-    for (found, (_, at)) in found.into_iter().zip(positions) {
+    for ((found, complete), (_, at)) in found.into_iter().zip(complete).zip(positions) {
         for i in at {
             if let Some(slot) = out.frames.get_mut(i) {
                 slot.clone_from(&found.frames);
+            }
+            if let Some(slot) = out.complete.get_mut(i) {
+                *slot = complete;
             }
         }
     }
     out
 }
 
-/// Fills `found` from the DWARF units that hold `sorted`'s addresses.
+/// Fills `found` from the DWARF units that hold `sorted`'s addresses;
+/// clears `complete` where a unit was not read.
 fn read_units(
     elf: &elf::Elf,
     sorted: &[u64],
     found: &mut [unit::Found],
+    complete: &mut [bool],
     budget: &mut Budget,
     out: &mut Symbolized,
 ) {
@@ -174,6 +188,7 @@ fn read_units(
         Err(e) => {
             out.problem
                 .get_or_insert_with(|| format!("reading .debug_aranges: {e}"));
+            complete.fill(false);
             return;
         }
     };
@@ -189,7 +204,15 @@ fn read_units(
             .iter()
             .filter_map(|&i| sorted.get(i).copied())
             .collect();
-        match unit::frames(elf, offset, &addresses, &starts, budget) {
+        let result = unit::frames(elf, offset, &addresses, &starts, budget);
+        if result.is_err() {
+            for &i in &indices {
+                if let Some(slot) = complete.get_mut(i) {
+                    *slot = false;
+                }
+            }
+        }
+        match result {
             Ok(frames) => {
                 for (i, frames) in indices.into_iter().zip(frames) {
                     if let Some(slot) = found.get_mut(i) {
@@ -217,13 +240,13 @@ fn read_units(
 /// Names from the symbol table: for addresses without frames, and for a
 /// function the DWARF names only by its short name (`"line-tables-only"`)
 /// where the symbol starting at the same address has the full path, as GNU
-/// `addr2line` does.
+/// `addr2line` does. `false` if the symbol table could not be read.
 fn name_from_symbols(
     elf: &elf::Elf,
     sorted: &[u64],
     found: &mut [unit::Found],
     out: &mut Symbolized,
-) {
+) -> bool {
     let wanted: Vec<usize> = found
         .iter()
         .enumerate()
@@ -231,7 +254,7 @@ fn name_from_symbols(
         .map(|(i, _)| i)
         .collect();
     if wanted.is_empty() {
-        return;
+        return true;
     }
     let addresses: Vec<u64> = wanted
         .iter()
@@ -242,9 +265,10 @@ fn name_from_symbols(
         Err(e) => {
             out.problem
                 .get_or_insert_with(|| format!("reading the symbol table: {e}"));
-            return;
+            return false;
         }
     };
+    let mut read_all = true;
     for (i, covering) in wanted.into_iter().zip(covering) {
         let (Some(covering), Some(found)) = (covering, found.get_mut(i)) else {
             continue;
@@ -253,6 +277,7 @@ fn name_from_symbols(
             continue;
         }
         let Ok(raw) = symtab::name(elf, strings, covering) else {
+            read_all = false;
             continue;
         };
         let function = demangle(&raw);
@@ -268,6 +293,35 @@ fn name_from_symbols(
             }),
         }
     }
+    read_all
+}
+
+/// The LEB128 number at `at` in `bytes` (signed ones have the same
+/// framing: this skips them), `at` moved past it; `None` if `bytes` ends
+/// first.
+fn uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0_u64;
+    let mut shift = 0_u32;
+    loop {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        shift = shift.saturating_add(7);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+}
+
+/// The unsigned `n`-byte (at most 8) integer at `at` in `bytes`.
+fn uint(bytes: &[u8], at: usize, n: usize, endian: gimli::RunTimeEndian) -> Option<u64> {
+    let bytes = bytes.get(at..at.checked_add(n)?)?;
+    let fold = |acc: u64, &b: &u8| (acc << 8) | u64::from(b);
+    Some(if endian == gimli::RunTimeEndian::Big {
+        bytes.iter().fold(0, fold)
+    } else {
+        bytes.iter().rev().fold(0, fold)
+    })
 }
 
 /// A linkage name demangled without its hash; other names as they are.
@@ -431,6 +485,60 @@ mod tests {
         assert!(budget.peak() > 0 && budget.peak() <= budget.limit());
     }
 
+    /// Addresses inside every `step`th function of `binary`, from `nm`
+    /// (binutils, which `.ci/run` installs with `addr2line`).
+    fn spread_addresses(binary: &std::path::Path, step: usize) -> Option<Vec<u64>> {
+        let output = Command::new("nm")
+            .args(["-S", "--defined-only"])
+            .arg(binary)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut addresses: Vec<u64> = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let [start, size, "t" | "T", _] = fields[..] else {
+                    return None;
+                };
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let size = u64::from_str_radix(size, 16).ok()?;
+                Some(start + size / 2)
+            })
+            .step_by(step)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        Some(addresses)
+    }
+
+    /// Functions nested at different depths (namespaces in `"limited"`
+    /// DWARF) read in one walk: each address gets the frames it gets alone.
+    #[test]
+    fn a_batch_gives_each_address_the_frames_it_gets_alone() {
+        let (binary, _) = this_binary();
+        let Some(addresses) = spread_addresses(&binary, 40) else {
+            assert!(
+                std::env::var_os("XRAYPROFILE_REQUIRE_GO").is_none(),
+                "nm (binutils) is missing but XRAYPROFILE_REQUIRE_GO is set; .ci/run installs it"
+            );
+            eprintln!("skipped: nm (binutils) is not installed; .ci/run installs it");
+            return;
+        };
+        let addresses: Vec<u64> = addresses.into_iter().take(400).collect();
+        let batch = symbolize(&binary, &addresses, &mut Budget::new(64 << 20));
+        let with_lines = batch
+            .frames
+            .iter()
+            .filter(|f| f.first().is_some_and(|f| f.line > 0))
+            .count();
+        assert!(with_lines > 100, "{with_lines} of {}", addresses.len());
+        for (address, frames) in addresses.iter().zip(&batch.frames) {
+            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            assert_eq!(&alone.frames[0], frames, "{address:#x}");
+        }
+    }
+
     #[test]
     fn past_the_budget_addresses_keep_symbol_names() {
         let (binary, bias) = this_binary();
@@ -448,6 +556,13 @@ mod tests {
         );
         assert!(cut.cut.units > 0 && cut.cut.addresses > 0, "{:?}", cut.cut);
         assert!(cut.cut.needed > tiny.limit());
+        // Cut frames are never kept for later profiles; full ones may be.
+        assert!(named.complete.iter().all(|&c| c), "{:?}", named.complete);
+        assert!(
+            cut.complete.iter().filter(|&&c| !c).count() >= cut.cut.addresses,
+            "{:?}",
+            cut.complete
+        );
         let mut symbol_named = 0;
         for ((address, cut), named) in addresses.iter().zip(&cut.frames).zip(&named.frames) {
             // No lines and no inlined frames: the symbol covering the address.
@@ -472,6 +587,12 @@ mod tests {
         let again = symbolize(&binary, &addresses, &mut enough);
         assert_eq!(again.cut, super::Cut::default());
         assert_eq!(again.frames, named.frames);
+        // Each address's frames are the same whatever else is in its batch
+        // (what keeping them per address relies on).
+        for (address, named) in addresses.iter().zip(&named.frames).step_by(3) {
+            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            assert_eq!(&alone.frames[0], named, "{address:#x}");
+        }
     }
 
     #[test]

@@ -3,22 +3,32 @@
 //! and GNU build IDs for offline symbolization.
 //!
 //! Names are resolved once per profile, for all its distinct addresses at
-//! once, by [`crate::dwarf`]: grouped by the loaded object that holds them,
-//! each object's file read for just the units those addresses need, within
-//! one [`SYMBOLIZE_BUDGET`] for the whole profile, and nothing kept
-//! afterwards. No background thread and no cache: the cost of a profile
-//! follows its samples, not the size of the binary.
+//! once: grouped by the loaded object that holds them, each answered from
+//! the frames earlier profiles resolved ([`resolved`], at most
+//! [`resolved::RESOLVED_CAP`] bytes for the process) or else by
+//! [`crate::dwarf`], which reads that object's file for just the units those
+//! addresses need, within one [`SYMBOLIZE_BUDGET`] for the whole profile,
+//! and keeps nothing. No background thread: the cost of a profile follows
+//! its new addresses, not the size of the binary.
 //!
 //! It knows nothing of samples or waits: the report (`report.rs`)
 //! decides what the stacks mean and asks here for their locations.
 
+mod resolved;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
 use pprof::protos::{Function, Line, Location, Mapping, Profile, ValueType};
 
-use crate::dwarf::{self, Budget};
+use crate::dwarf::{self, Budget, Frame};
+use resolved::{FileId, Resolved};
+
+/// The frames resolved so far in this process, shared by every profile.
+static RESOLVED: LazyLock<Mutex<Resolved>> =
+    LazyLock::new(|| Mutex::new(Resolved::new(resolved::RESOLVED_CAP)));
 
 /// The most file data and parsed DWARF the symbolizer holds at once, for
 /// one profile, all objects together. The largest compilation unit of a
@@ -43,6 +53,8 @@ pub(crate) struct Tables {
     detail: Detail,
     /// What symbolizing may hold at once ([`SYMBOLIZE_BUDGET`]).
     budget: u64,
+    /// Frames kept between profiles ([`RESOLVED`]).
+    resolved: &'static Mutex<Resolved>,
     mappings: Vec<Mapping>,
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
@@ -57,6 +69,7 @@ impl Default for Tables {
         Tables {
             detail: Detail::Names,
             budget: SYMBOLIZE_BUDGET,
+            resolved: &RESOLVED,
             mappings: Vec::new(),
             strings: Vec::new(),
             string_ids: HashMap::new(),
@@ -83,13 +96,22 @@ impl Tables {
         builder
     }
 
-    /// These tables with a symbolization budget of `bytes`.
+    /// These tables with a symbolization budget of `bytes` and a cache of
+    /// their own (a test's answers never reach another's).
     #[cfg(test)]
     fn with_budget(self, bytes: u64) -> Tables {
         Tables {
             budget: bytes,
+            resolved: Box::leak(Box::new(Mutex::new(Resolved::new(resolved::RESOLVED_CAP)))),
             ..self
         }
+    }
+
+    /// These tables with `resolved` as the cache of frames kept between
+    /// profiles.
+    #[cfg(test)]
+    fn with_resolved(self, resolved: &'static Mutex<Resolved>) -> Tables {
+        Tables { resolved, ..self }
     }
 
     /// A sample or period type, its names interned.
@@ -276,7 +298,7 @@ impl Tables {
                 continue;
             };
             let addresses: Vec<u64> = entries.iter().map(|(a, _)| *a).collect();
-            let found = dwarf::symbolize(&object.path, &addresses, &mut budget);
+            let found = self.frames_of(object, &addresses, &mut budget);
             cut.units += found.cut.units;
             cut.addresses += found.cut.addresses;
             cut.needed = cut.needed.max(found.cut.needed);
@@ -304,6 +326,12 @@ impl Tables {
         tracing::debug!(
             locations = self.locations.len(),
             held_kib = budget.peak().div_ceil(1024),
+            kept_kib = self
+                .resolved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .held()
+                .div_ceil(1024),
             "symbolized the profile's addresses"
         );
         if let Some(problem) = problems.first() {
@@ -327,6 +355,57 @@ impl Tables {
                 cut.needed.div_ceil(1024)
             )
         })
+    }
+
+    /// The frames of `addresses` (file-relative) in `object`: those kept
+    /// from earlier profiles while its file is unchanged, the others read
+    /// ([`dwarf::symbolize`]) and kept if complete.
+    fn frames_of(
+        &self,
+        object: &LoadedObject,
+        addresses: &[u64],
+        budget: &mut Budget,
+    ) -> dwarf::Symbolized {
+        let lock = || self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(id) = FileId::of(&object.path) else {
+            // Unreadable: dwarf::symbolize says why.
+            return dwarf::symbolize(&object.path, addresses, budget);
+        };
+        let mut kept = lock().lookup(&object.path, id, addresses);
+        let missing: Vec<u64> = addresses
+            .iter()
+            .zip(&kept)
+            .filter(|(_, kept)| kept.is_none())
+            .map(|(a, _)| *a)
+            .collect();
+        if missing.is_empty() {
+            return dwarf::Symbolized {
+                frames: kept.into_iter().map(Option::unwrap_or_default).collect(),
+                ..dwarf::Symbolized::default()
+            };
+        }
+        let read = dwarf::symbolize(&object.path, &missing, budget);
+        {
+            let mut cache = lock();
+            for ((address, frames), complete) in
+                missing.iter().zip(&read.frames).zip(&read.complete)
+            {
+                if *complete {
+                    cache.insert(&object.path, id, *address, frames);
+                }
+            }
+        }
+        let mut fresh = read.frames.into_iter();
+        let frames: Vec<Vec<Frame>> = kept
+            .iter_mut()
+            .map(|kept| kept.take().or_else(|| fresh.next()).unwrap_or_default())
+            .collect();
+        dwarf::Symbolized {
+            frames,
+            complete: Vec::new(),
+            cut: read.cut,
+            problem: read.problem,
+        }
     }
 
     fn function(&mut self, name: &str, system_name: &str, file: &str) -> u64 {
@@ -416,8 +495,10 @@ fn file_offset(maps: &str, address: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Detail, Tables};
+    use super::resolved::{RESOLVED_CAP, Resolved};
+    use super::{Detail, SYMBOLIZE_BUDGET, Tables};
     use pprof::protos::Profile;
+    use std::sync::Mutex;
 
     #[inline(never)]
     fn a_named_function() -> u64 {
@@ -452,6 +533,75 @@ mod tests {
         assert!(file.ends_with("src/symbolize.rs"), "{frames:?}");
         assert!(*line > 0);
         assert!(profile.comment.is_empty(), "nothing was cut");
+    }
+
+    /// Every location's frames: (name, system name, file, line), innermost
+    /// first.
+    fn all_frames(profile: &Profile) -> Vec<Vec<(String, String, String, i64)>> {
+        let text = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+        profile
+            .location
+            .iter()
+            .map(|location| {
+                location
+                    .line
+                    .iter()
+                    .map(|line| {
+                        let f = &profile.function[usize::try_from(line.function_id).unwrap() - 1];
+                        (
+                            text(f.name),
+                            text(f.system_name),
+                            text(f.filename),
+                            line.line,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The current stack's return addresses and a function's address.
+    #[inline(never)]
+    fn some_code() -> Vec<u64> {
+        let mut stack = vec![a_named_function as *const () as u64];
+        backtrace::trace(|frame| {
+            stack.push(frame.ip() as u64);
+            true
+        });
+        stack
+    }
+
+    #[test]
+    fn frames_kept_between_profiles_are_the_frames_read_afresh() {
+        let stack = some_code();
+        let profile_of = |resolved: &'static Mutex<Resolved>| {
+            let mut tables = Tables::new(Detail::Names)
+                .with_budget(SYMBOLIZE_BUDGET)
+                .with_resolved(resolved);
+            tables.stack(&stack, true);
+            all_frames(&tables.into_profile(Profile::default()))
+        };
+        let kept: &'static Mutex<Resolved> =
+            Box::leak(Box::new(Mutex::new(Resolved::new(RESOLVED_CAP))));
+        let first = profile_of(kept);
+        let held = kept.lock().unwrap().held();
+        assert!(held > 0, "the first profile's frames are kept");
+        assert!(
+            first.iter().filter(|frames| !frames.is_empty()).count() * 2 > stack.len(),
+            "{first:?}"
+        );
+        assert!(
+            first.iter().any(|frames| frames.len() > 1),
+            "inlined frames"
+        );
+        // All from the cache now: nothing new is kept, the frames are equal.
+        let second = profile_of(kept);
+        assert_eq!(kept.lock().unwrap().held(), held);
+        assert_eq!(second, first);
+        // And equal to what a process that kept nothing reads.
+        let fresh: &'static Mutex<Resolved> =
+            Box::leak(Box::new(Mutex::new(Resolved::new(RESOLVED_CAP))));
+        assert_eq!(profile_of(fresh), first);
     }
 
     #[test]
