@@ -28,7 +28,11 @@
 //! first) in one of four named functions, then awaits a 50 ms timer.
 //!
 //! Measured per process: the whole process's CPU time from before the first
-//! wave to after the last profile is written, per invocation; peak RSS
+//! wave to after the last profile is written, per invocation, and of it the
+//! CPU outside the burns (process CPU minus the burns' own, which each
+//! invocation reports from its thread's CPU clock): the profiler's fixed
+//! costs (building, writing, the ticker) without the burns' ±1 % of noise;
+//! the SIGPROF handlers' cost lands in the burns. Peak RSS
 //! (`VmHWM`) after the first wave's profiles are written and after the
 //! last's; per invocation the time from sending it to its answer, the
 //! body's own duration, and from the body's return to the response. Each
@@ -83,6 +87,9 @@ impl Variant {
 struct Run {
     /// Process CPU per invocation, ms.
     cpu_ms: f64,
+    /// Of which the burns' own threads' CPU (with the SIGPROF handlers and
+    /// signal deliveries that interrupted them), per invocation, ms.
+    burn_cpu_ms: f64,
     hwm_first_kib: u64,
     hwm_last_kib: u64,
     anon_last_kib: u64,
@@ -292,6 +299,11 @@ async fn run(binary: &Path, mode: &str, variant: Variant, passes: u64, seq: &mut
     drop(function);
     Run {
         cpu_ms: cpu.as_secs_f64() * 1e3 / INVOCATIONS as f64,
+        burn_cpu_ms: answers
+            .iter()
+            .map(|a| field(a, "burn_cpu_ns") / 1e6)
+            .sum::<f64>()
+            / INVOCATIONS as f64,
         hwm_first_kib,
         hwm_last_kib,
         anon_last_kib,
@@ -352,6 +364,14 @@ fn spread(values: &[f64]) -> String {
         sorted[0],
         sorted[sorted.len() - 1]
     )
+}
+
+/// Mean ± standard error of the mean: what more rounds narrow.
+fn mean_se(values: &[f64]) -> String {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    format!("{mean:+.2} ± {:.2}", (variance / n).sqrt())
 }
 
 fn load_average() -> String {
@@ -418,10 +438,13 @@ async fn main() {
                 unreachable!()
             };
             println!(
-                "  {mode} round {round}: CPU/invocation off {:.1} / addresses {:.1} / names {:.1} ms; VmHWM first {} / {} / {} KiB, last {} / {} / {} KiB; profiles {} / {}; own ≥ {:.1} %, others ≤ {:.1} %, state=other median {:.0} % of a profile's CPU; bodies in flight ≤ {}; load {}",
+                "  {mode} round {round}: CPU/invocation off {:.1} / addresses {:.1} / names {:.1} ms, outside the burns {:.2} / {:.2} / {:.2} ms; VmHWM first {} / {} / {} KiB, last {} / {} / {} KiB; profiles {} / {}; own ≥ {:.1} %, others ≤ {:.1} %, state=other median {:.0} % of a profile's CPU; bodies in flight ≤ {}; load {}",
                 off.cpu_ms,
                 addresses.cpu_ms,
                 names.cpu_ms,
+                off.cpu_ms - off.burn_cpu_ms,
+                addresses.cpu_ms - addresses.burn_cpu_ms,
+                names.cpu_ms - names.burn_cpu_ms,
                 off.hwm_first_kib,
                 addresses.hwm_first_kib,
                 names.hwm_first_kib,
@@ -449,11 +472,36 @@ async fn main() {
             .collect();
         let off_cpu: Vec<f64> = runs.iter().map(|r| r[0].cpu_ms).collect();
         println!(
-            "{mode}: disabled process CPU per invocation {} ms",
-            spread(&off_cpu)
+            "{mode}: disabled process CPU per invocation {} ms, outside the burns {} ms",
+            spread(&off_cpu),
+            spread(
+                &runs
+                    .iter()
+                    .map(|r| r[0].cpu_ms - r[0].burn_cpu_ms)
+                    .collect::<Vec<_>>()
+            )
         );
+        for v in [1, 2] {
+            let added = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
+                runs.iter().map(|r| f(r[v]) - f(r[0])).collect()
+            };
+            println!(
+                "{mode}: {} added per invocation, mean ± standard error over {} rounds: CPU {} ms ({} % of the disabled process's), outside the burns {} ms, in the burns {} ms",
+                variants[v].name(),
+                runs.len(),
+                mean_se(&added(&|r| r.cpu_ms)),
+                mean_se(
+                    &runs
+                        .iter()
+                        .map(|r| (r[v].cpu_ms - r[0].cpu_ms) * 100.0 / r[0].cpu_ms)
+                        .collect::<Vec<_>>()
+                ),
+                mean_se(&added(&|r| r.cpu_ms - r.burn_cpu_ms)),
+                mean_se(&added(&|r| r.burn_cpu_ms)),
+            );
+        }
         println!(
-            "| {mode} | variant | CPU added / invocation, ms | % of the disabled process's | peak RSS added after wave 1 / 6, MiB | anon added after 6, MiB | latency added median / max, ms | body added median / max, ms | return→response added median / max, ms | profiles | own share min, others max |"
+            "| {mode} | variant | CPU added / invocation, ms | % of the disabled process's | outside the burns added, ms | in the burns added, ms | peak RSS added after wave 1 / 6, MiB | anon added after 6, MiB | latency added median / max, ms | body added median / max, ms | return→response added median / max, ms | profiles | own share min, others max |"
         );
         for v in [1, 2] {
             let per = |f: &dyn Fn(&Run) -> f64| -> Vec<f64> {
@@ -466,10 +514,12 @@ async fn main() {
                 .collect();
             let mib = |kib: u64| kib as f64 / 1024.0;
             println!(
-                "| {mode} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} / {} | {} | {} |",
+                "| {mode} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} / {} | {} | {} |",
                 variants[v].name(),
                 spread(&cpu),
                 spread(&cpu_pct),
+                spread(&per(&|r| r.cpu_ms - r.burn_cpu_ms)),
+                spread(&per(&|r| r.burn_cpu_ms)),
                 spread(&per(&|r| mib(r.hwm_first_kib))),
                 spread(&per(&|r| mib(r.hwm_last_kib))),
                 spread(&per(&|r| mib(r.anon_last_kib))),
