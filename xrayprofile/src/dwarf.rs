@@ -15,7 +15,14 @@
 //! The file is read with `pread`, never mapped: what the process holds is the
 //! buffers of one unit at a time, which [`Budget`] bounds. A unit that would
 //! take it past its limit is not read; its addresses keep symbol-table names
-//! and [`Cut`] says how many. Nothing is kept between calls.
+//! and [`Cut`] says how many.
+//!
+//! Between calls the caller keeps an [`Index`] per file: where the
+//! `.debug_aranges` sets and blocks of symbols are and what addresses they
+//! span, and per unit read, where its outermost functions and line
+//! sequences are. With it a later batch reads only the sets, symbols,
+//! function subtrees and sequences that can hold its addresses, not whole
+//! tables. It follows the units read, and [`Index::trim`] bounds it.
 //!
 //! Separate debug files (`.gnu_debuglink`, `/usr/lib/debug/.build-id`) are
 //! not followed: a shared library gets the DWARF it carries itself, if any,
@@ -27,7 +34,7 @@ mod sequences;
 mod symtab;
 mod unit;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// The longest string (name, path) read from the file; longer ones are cut.
@@ -119,10 +126,79 @@ pub(crate) struct Symbolized {
     pub(crate) problem: Option<String>,
 }
 
+/// Where things are in one file, from earlier reads of it: what makes a
+/// later read cheap. It must be used only with the file it was built from.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    aranges: Option<aranges::Spans>,
+    symbols: Option<symtab::Blocks>,
+    /// Per unit read, by its `.debug_info` offset: what it left, and when it
+    /// was last used ([`Index::clock`]).
+    units: HashMap<u64, (unit::Known, u64)>,
+    clock: u64,
+}
+
+impl Index {
+    /// The bytes it holds (its tables' capacity, not the hash table's
+    /// slack, which [`Index::UNIT_OVERHEAD`] covers per unit).
+    pub(crate) fn cost(&self) -> u64 {
+        let units = self.units.values().fold(0_u64, |sum, (known, _)| {
+            sum.saturating_add(known.cost())
+                .saturating_add(Self::UNIT_OVERHEAD)
+        });
+        self.aranges
+            .as_ref()
+            .map_or(0, aranges::Spans::cost)
+            .saturating_add(self.symbols.as_ref().map_or(0, symtab::Blocks::cost))
+            .saturating_add(units)
+            .saturating_add(size_of::<Index>() as u64)
+    }
+
+    /// Bytes counted per unit besides its tables: its key, used time and
+    /// slot in the hash table, with spare capacity, and allocator headers.
+    const UNIT_OVERHEAD: u64 = 96;
+
+    /// Drops what it holds, least recently used units first, then the
+    /// symbol blocks and the aranges spans, until it holds at most `cap`
+    /// bytes.
+    pub(crate) fn trim(&mut self, cap: u64) {
+        if self.cost() <= cap {
+            return;
+        }
+        let mut by_age: Vec<(u64, u64)> = self
+            .units
+            .iter()
+            .map(|(offset, (_, used))| (*used, *offset))
+            .collect();
+        by_age.sort_unstable();
+        let mut held = self.cost();
+        for (_, offset) in by_age {
+            if held <= cap {
+                return;
+            }
+            if let Some((known, _)) = self.units.remove(&offset) {
+                held = held.saturating_sub(known.cost().saturating_add(Self::UNIT_OVERHEAD));
+            }
+        }
+        if self.cost() > cap {
+            self.symbols = None;
+        }
+        if self.cost() > cap {
+            self.aranges = None;
+        }
+    }
+}
+
 /// The frames of `addresses` (file-relative: as the ELF file's own virtual
 /// addresses, the runtime address minus the load bias) in the file at
-/// `path`, holding at most `budget`'s limit at once.
-pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> Symbolized {
+/// `path`, holding at most `budget`'s limit at once. `index` is what earlier
+/// calls on the same file left (or a new one); this call adds to it.
+pub(crate) fn symbolize(
+    path: &Path,
+    addresses: &[u64],
+    budget: &mut Budget,
+    index: &mut Index,
+) -> Symbolized {
     let mut out = Symbolized {
         frames: vec![Vec::new(); addresses.len()],
         complete: vec![false; addresses.len()],
@@ -149,14 +225,22 @@ pub(crate) fn symbolize(path: &Path, addresses: &[u64], budget: &mut Budget) -> 
         && elf.sections.debug_abbrev.usable()
         && elf.sections.debug_line.usable();
     if dwarf {
-        read_units(&elf, &sorted, &mut found, &mut complete, budget, &mut out);
+        read_units(
+            &elf,
+            &sorted,
+            &mut found,
+            &mut complete,
+            budget,
+            index,
+            &mut out,
+        );
     } else if elf.sections.debug_info.compressed {
         out.problem = Some(format!(
             "{}: compressed debug sections are not read; named from the symbol table",
             path.display()
         ));
     }
-    if !name_from_symbols(&elf, &sorted, &mut found, &mut out) {
+    if !name_from_symbols(&elf, &sorted, &mut found, &mut index.symbols, &mut out) {
         complete.fill(false);
     }
 
@@ -181,9 +265,10 @@ fn read_units(
     found: &mut [unit::Found],
     complete: &mut [bool],
     budget: &mut Budget,
+    index: &mut Index,
     out: &mut Symbolized,
 ) {
-    let (units, starts) = match aranges::units_of(elf, sorted) {
+    let (units, starts) = match aranges::units_of(elf, sorted, &mut index.aranges) {
         Ok(found) => found,
         Err(e) => {
             out.problem
@@ -204,7 +289,10 @@ fn read_units(
             .iter()
             .filter_map(|&i| sorted.get(i).copied())
             .collect();
-        let result = unit::frames(elf, offset, &addresses, &starts, budget);
+        index.clock += 1;
+        let (known, used) = index.units.entry(offset).or_default();
+        *used = index.clock;
+        let result = unit::frames(elf, offset, &addresses, &starts, budget, known);
         if result.is_err() {
             for &i in &indices {
                 if let Some(slot) = complete.get_mut(i) {
@@ -245,6 +333,7 @@ fn name_from_symbols(
     elf: &elf::Elf,
     sorted: &[u64],
     found: &mut [unit::Found],
+    blocks: &mut Option<symtab::Blocks>,
     out: &mut Symbolized,
 ) -> bool {
     let wanted: Vec<usize> = found
@@ -260,7 +349,7 @@ fn name_from_symbols(
         .iter()
         .filter_map(|&i| sorted.get(i).copied())
         .collect();
-    let (covering, strings) = match symtab::covering(elf, &addresses) {
+    let (covering, strings) = match symtab::covering(elf, &addresses, blocks) {
         Ok(found) => found,
         Err(e) => {
             out.problem
@@ -336,7 +425,7 @@ fn demangle(raw: &str) -> String {
 // A skipped test says why on stderr.
 #[allow(clippy::print_stderr)]
 mod tests {
-    use super::{Budget, Frame, symbolize};
+    use super::{Budget, Frame, Index, symbolize};
     use findshlibs::{SharedLibrary, TargetSharedLibrary};
     use std::path::PathBuf;
     use std::process::Command;
@@ -460,7 +549,7 @@ mod tests {
         let (binary, bias) = this_binary();
         let addresses = in_binary(sampled_addresses(), bias);
         let mut budget = Budget::new(64 << 20);
-        let ours = symbolize(&binary, &addresses, &mut budget);
+        let ours = symbolize(&binary, &addresses, &mut budget, &mut Index::default());
         let Some(theirs) = gnu_addr2line_or_skip(&binary, &addresses) else {
             return;
         };
@@ -526,17 +615,42 @@ mod tests {
             return;
         };
         let addresses: Vec<u64> = addresses.into_iter().take(400).collect();
-        let batch = symbolize(&binary, &addresses, &mut Budget::new(64 << 20));
+        let batch = symbolize(
+            &binary,
+            &addresses,
+            &mut Budget::new(64 << 20),
+            &mut Index::default(),
+        );
         let with_lines = batch
             .frames
             .iter()
             .filter(|f| f.first().is_some_and(|f| f.line > 0))
             .count();
         assert!(with_lines > 100, "{with_lines} of {}", addresses.len());
+        // Read alone with what earlier reads left (the units, aranges and
+        // symbols they indexed), and alone from scratch: the same frames.
+        let mut index = Index::default();
         for (address, frames) in addresses.iter().zip(&batch.frames) {
-            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            let indexed = symbolize(&binary, &[*address], &mut Budget::new(64 << 20), &mut index);
+            assert_eq!(&indexed.frames[0], frames, "{address:#x}, indexed");
+            assert_eq!(indexed.problem, None);
+        }
+        for (address, frames) in addresses.iter().zip(&batch.frames).step_by(7) {
+            let alone = symbolize(
+                &binary,
+                &[*address],
+                &mut Budget::new(64 << 20),
+                &mut Index::default(),
+            );
             assert_eq!(&alone.frames[0], frames, "{address:#x}");
         }
+        assert!(
+            index.units.len() > 10,
+            "{} units indexed",
+            index.units.len()
+        );
+        assert!(index.units.values().any(|(known, _)| known.cost() > 1024));
+        assert!(index.aranges.is_some() && index.symbols.is_some());
     }
 
     #[test]
@@ -544,10 +658,10 @@ mod tests {
         let (binary, bias) = this_binary();
         let addresses = in_binary(sampled_addresses(), bias);
         let mut full = Budget::new(64 << 20);
-        let named = symbolize(&binary, &addresses, &mut full);
+        let named = symbolize(&binary, &addresses, &mut full, &mut Index::default());
         // Less than any unit with its line program needs.
         let mut tiny = Budget::new(2 * 1024);
-        let cut = symbolize(&binary, &addresses, &mut tiny);
+        let cut = symbolize(&binary, &addresses, &mut tiny, &mut Index::default());
         assert!(
             tiny.peak() <= tiny.limit(),
             "held {} of {}",
@@ -584,13 +698,18 @@ mod tests {
         );
         // A budget that fits one unit at a time reads them all.
         let mut enough = Budget::new(full.peak());
-        let again = symbolize(&binary, &addresses, &mut enough);
+        let again = symbolize(&binary, &addresses, &mut enough, &mut Index::default());
         assert_eq!(again.cut, super::Cut::default());
         assert_eq!(again.frames, named.frames);
         // Each address's frames are the same whatever else is in its batch
         // (what keeping them per address relies on).
         for (address, named) in addresses.iter().zip(&named.frames).step_by(3) {
-            let alone = symbolize(&binary, &[*address], &mut Budget::new(64 << 20));
+            let alone = symbolize(
+                &binary,
+                &[*address],
+                &mut Budget::new(64 << 20),
+                &mut Index::default(),
+            );
             assert_eq!(&alone.frames[0], named, "{address:#x}");
         }
     }
@@ -610,7 +729,7 @@ mod tests {
         };
         let getpid = libc::getpid as *const () as u64;
         let mut budget = Budget::new(1 << 20);
-        let out = symbolize(&path, &[getpid - bias], &mut budget);
+        let out = symbolize(&path, &[getpid - bias], &mut budget, &mut Index::default());
         let names: Vec<&str> = out.frames[0].iter().map(|f| f.function.as_str()).collect();
         assert!(names.iter().any(|n| n.contains("getpid")), "{names:?}");
         assert!(budget.peak() <= budget.limit());

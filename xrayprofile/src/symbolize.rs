@@ -8,12 +8,14 @@
 //! [`resolved::RESOLVED_CAP`] bytes for the process) or else by
 //! [`crate::dwarf`], which reads that object's file for just the units those
 //! addresses need, within one [`SYMBOLIZE_BUDGET`] for the whole profile,
-//! and keeps nothing. No background thread: the cost of a profile follows
-//! its new addresses, not the size of the binary.
+//! guided by what earlier reads of the file indexed ([`indexes`], at most
+//! [`indexes::INDEX_CAP`] bytes for the process). No background thread: the
+//! cost of a profile follows its new addresses, not the size of the binary.
 //!
 //! It knows nothing of samples or waits: the report (`report.rs`)
 //! decides what the stacks mean and asks here for their locations.
 
+mod indexes;
 mod resolved;
 
 use std::collections::HashMap;
@@ -24,11 +26,16 @@ use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
 use pprof::protos::{Function, Line, Location, Mapping, Profile, ValueType};
 
 use crate::dwarf::{self, Budget, Frame};
+use indexes::Indexes;
 use resolved::{FileId, Resolved};
 
 /// The frames resolved so far in this process, shared by every profile.
 static RESOLVED: LazyLock<Mutex<Resolved>> =
     LazyLock::new(|| Mutex::new(Resolved::new(resolved::RESOLVED_CAP)));
+
+/// What earlier reads of each object file left, shared by every profile.
+static INDEXES: LazyLock<Mutex<Indexes>> =
+    LazyLock::new(|| Mutex::new(Indexes::new(indexes::INDEX_CAP)));
 
 /// The most file data and parsed DWARF the symbolizer holds at once, for
 /// one profile, all objects together. The largest compilation unit of a
@@ -369,7 +376,12 @@ impl Tables {
         let lock = || self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(id) = FileId::of(&object.path) else {
             // Unreadable: dwarf::symbolize says why.
-            return dwarf::symbolize(&object.path, addresses, budget);
+            return dwarf::symbolize(
+                &object.path,
+                addresses,
+                budget,
+                &mut dwarf::Index::default(),
+            );
         };
         let mut kept = lock().lookup(&object.path, id, addresses);
         let missing: Vec<u64> = addresses
@@ -384,7 +396,10 @@ impl Tables {
                 ..dwarf::Symbolized::default()
             };
         }
-        let read = dwarf::symbolize(&object.path, &missing, budget);
+        let indexes = || INDEXES.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut index = indexes().take(&object.path, id);
+        let read = dwarf::symbolize(&object.path, &missing, budget, &mut index);
+        indexes().put(&object.path, id, index);
         {
             let mut cache = lock();
             for ((address, frames), complete) in

@@ -34,24 +34,34 @@ struct Encoding {
 /// sequences whose addresses cannot include any of `addresses`. Leaves it
 /// whole when the scan cannot be sure (VLIW operation indices, a file
 /// defined in the program, a header with non-standard opcode lengths,
-/// malformed opcodes).
+/// malformed opcodes). `known` is the program's sequences from an earlier
+/// call on the same program, or else is filled with them (32 bytes each;
+/// std's largest unit has 1,223), so the opcodes are scanned once.
 pub(super) fn keep_holding(
     program: &mut Vec<u8>,
     endian: RunTimeEndian,
     address_size: u8,
     addresses: &[u64],
+    known: &mut Option<Vec<Sequence>>,
 ) {
     let Some((start, encoding)) = parse_header(program, endian, address_size) else {
         return;
     };
-    let Some(opcodes) = program.get(start..) else {
-        return;
-    };
-    let Some(sequences) = scan(opcodes, &encoding) else {
+    if known.is_none() {
+        let Some(opcodes) = program.get(start..) else {
+            return;
+        };
+        let Some(mut sequences) = scan(opcodes, &encoding) else {
+            return;
+        };
+        sequences.shrink_to_fit();
+        *known = Some(sequences);
+    }
+    let Some(sequences) = known.as_ref() else {
         return;
     };
     let kept: Vec<(usize, usize)> = sequences
-        .into_iter()
+        .iter()
         .filter(|s| {
             let first = addresses.partition_point(|&a| a < s.low);
             addresses.get(first).is_some_and(|&a| a <= s.high)
@@ -135,7 +145,7 @@ fn parse_header(
 /// addresses of its rows (only rows count: before its `DW_LNE_set_address`
 /// a sequence's address is 0, which would make it reach every address).
 #[derive(Debug, PartialEq, Eq)]
-struct Sequence {
+pub(super) struct Sequence {
     from: usize,
     to: usize,
     low: u64,
@@ -271,7 +281,13 @@ mod tests {
         let mut addresses: Vec<u64> = vec![all[2][0].0 + 1, all[11][0].0];
         addresses.sort_unstable();
         let mut cut = whole.clone();
-        keep_holding(&mut cut, elf.endian, 8, &addresses);
+        let mut known = None;
+        keep_holding(&mut cut, elf.endian, 8, &addresses, &mut known);
+        // The sequences kept from that scan cut the same way.
+        let mut again = whole.clone();
+        keep_holding(&mut again, elf.endian, 8, &addresses, &mut known);
+        assert_eq!(again, cut);
+        assert!(known.is_some());
         let kept = sequences_of(&cut, elf.endian);
         // Sequences far from both addresses are dropped. (Not a byte ratio:
         // the program's header, kept whole, can outweigh its sequences.)

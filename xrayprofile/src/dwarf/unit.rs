@@ -1,7 +1,10 @@
 //! One compilation unit, read for a sorted batch of its addresses: its DIEs
 //! (which function, and which functions inlined into it, hold each address),
 //! its line program run once for all of them, strings read where referenced.
-//! Everything read is dropped when [`frames`] returns.
+//! Everything read is dropped when [`frames`] returns but a [`Known`]: where
+//! the unit's functions and line sequences are, so that a later batch in
+//! the same unit walks only the functions and runs only the sequences that
+//! can hold its addresses.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -149,6 +152,39 @@ pub(super) struct Found {
     pub(super) outer_low: Option<u64>,
 }
 
+/// A function DIE with code that no other function DIE with code encloses:
+/// where a walk for an address in `[low, high)` starts.
+#[derive(Debug, Clone, Copy)]
+struct Outermost {
+    low: u64,
+    high: u64,
+    die: usize,
+}
+
+/// What a first read of a unit leaves for the next ones: its outermost
+/// functions (24 bytes each; std's largest unit has about 3,000 with code)
+/// and its line program's sequences.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    functions: Option<Vec<Outermost>>,
+    sequences: Option<Vec<sequences::Sequence>>,
+}
+
+impl Known {
+    /// The bytes it holds.
+    pub(super) fn cost(&self) -> u64 {
+        let functions = self
+            .functions
+            .as_ref()
+            .map_or(0, |f| f.capacity() * size_of::<Outermost>());
+        let sequences = self
+            .sequences
+            .as_ref()
+            .map_or(0, |s| s.capacity() * size_of::<sequences::Sequence>());
+        (size_of::<Known>() + functions + sequences) as u64
+    }
+}
+
 /// The bytes of one unit and what its DIEs refer to.
 struct Unit<'a> {
     elf: &'a Elf,
@@ -255,12 +291,15 @@ fn record_len(elf: &Elf, section: Section, offset: u64) -> Result<u64, Skipped> 
 
 /// The frames of `addresses` (sorted, all in the unit at `offset`), in the
 /// same order; an address the unit does not cover gets none.
+///
+/// `known` is what an earlier read of this unit left, or is filled.
 pub(super) fn frames(
     elf: &Elf,
     offset: u64,
     addresses: &[u64],
     starts: &[u64],
     budget: &mut Budget,
+    known: &mut Known,
 ) -> Result<Vec<Found>, Skipped> {
     let sections = &elf.sections;
     let length = record_len(elf, sections.debug_info, offset)?;
@@ -270,7 +309,7 @@ pub(super) fn frames(
     let result = elf
         .read(sections.debug_info, offset, length)
         .map_err(Skipped::from)
-        .and_then(|bytes| read_unit(elf, offset, &bytes, addresses, starts, budget));
+        .and_then(|bytes| read_unit(elf, offset, &bytes, addresses, starts, budget, known));
     budget.release(length);
     result
 }
@@ -282,6 +321,7 @@ fn read_unit<'a>(
     addresses: &[u64],
     starts: &'a [u64],
     budget: &mut Budget,
+    known: &mut Known,
 ) -> Result<Vec<Found>, Skipped> {
     let header = DebugInfo::new(bytes, elf.endian)
         .units()
@@ -323,13 +363,18 @@ fn read_unit<'a>(
         foreign_cost: 0,
         ranges_chunk: RefCell::new(None),
     };
-    let result = unit.frames(addresses, budget);
+    let result = unit.frames(addresses, budget, known);
     budget.release(abbrev_cost.saturating_add(unit.foreign_cost));
     result
 }
 
 impl<'a> Unit<'a> {
-    fn frames(&mut self, addresses: &[u64], budget: &mut Budget) -> Result<Vec<Found>, Skipped> {
+    fn frames(
+        &mut self,
+        addresses: &[u64],
+        budget: &mut Budget,
+        known: &mut Known,
+    ) -> Result<Vec<Found>, Skipped> {
         let mut chains: Vec<Vec<Scope>> = vec![Vec::new(); addresses.len()];
         let mut stmt_list = None;
         let mut comp_dir: Option<Vec<u8>> = None;
@@ -370,113 +415,33 @@ impl<'a> Unit<'a> {
                     _ => {}
                 }
             }
-            let all: Vec<usize> = (0..addresses.len()).collect();
-            // Scopes open at each depth, with the addresses they hold.
-            let mut open: Vec<(isize, Vec<usize>)> = Vec::new();
-            // Below a function holding none of the addresses, nothing can.
-            let mut skip_below: Option<isize> = None;
-            while !raw.is_empty() {
-                let depth = raw.next_depth();
-                let die = raw.next_offset();
-                let Some(abbrev) = raw.read_abbreviation()? else {
-                    continue; // the end of a list of children
-                };
-                // Scopes end where any DIE at their depth or above starts,
-                // whatever its tag: a function nested deeper in namespaces
-                // after one that held an address is not inside it.
-                while open.last().is_some_and(|(d, _)| *d >= depth) {
-                    open.pop();
-                }
-                let tag = abbrev.tag();
-                // A function whose abbreviation has no address attribute (an
-                // abstract instance or a declaration: most of std's, whose
-                // units list every generic they inline) holds no code: its
-                // attributes are skipped unread, its children still walked.
-                let function = (tag == dw::DW_TAG_subprogram
-                    || tag == dw::DW_TAG_inlined_subroutine)
-                    && abbrev.attributes().iter().any(|spec| {
-                        spec.name() == dw::DW_AT_low_pc || spec.name() == dw::DW_AT_ranges
-                    });
-                let skipped = skip_below.is_some_and(|limit| depth > limit);
-                if !skipped {
-                    skip_below = None;
-                }
-                if skipped || !function {
-                    raw.skip_attributes(abbrev.attributes())?;
-                    continue;
-                }
-                let (mut low, mut high, mut list) = (None, None, None);
-                let (mut call_file, mut call_line) = (0, 0);
-                for spec in abbrev.attributes() {
-                    let attr = raw.read_attribute(*spec)?;
-                    match attr.name() {
-                        dw::DW_AT_low_pc => low = Some(attr.value()),
-                        dw::DW_AT_high_pc => high = Some(attr.value()),
-                        dw::DW_AT_ranges => list = Some(attr.value()),
-                        dw::DW_AT_call_file => {
-                            call_file = match attr.value() {
-                                AttributeValue::FileIndex(index) => index,
-                                value => value.udata_value().unwrap_or(0),
-                            };
+            match &known.functions {
+                Some(functions) => {
+                    // Each outermost function that may hold an address, in
+                    // DIE order (a later one holding it wins, as in a walk
+                    // of the whole unit).
+                    for function in functions {
+                        let first = addresses.partition_point(|&a| a < function.low);
+                        if addresses.get(first).is_none_or(|&a| a >= function.high) {
+                            continue;
                         }
-                        dw::DW_AT_call_line => {
-                            call_line = attr
-                                .udata_value()
-                                .and_then(|l| u32::try_from(l).ok())
-                                .unwrap_or(0);
-                        }
-                        _ => {}
+                        let mut raw = self
+                            .header
+                            .entries_raw(&self.abbrevs, Some(UnitOffset(function.die)))?;
+                        self.walk(&mut raw, addresses, &mut chains, true, None)?;
                     }
                 }
-                let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
-                let ranges = match self.ranges(low, high, list) {
-                    Ok(ranges) => ranges,
-                    // A range list the reader cannot follow (DWARF 5 forms
-                    // through `.debug_addr`): that function is not found
-                    // here, the symbol table names it.
-                    Err(Skipped::Dwarf(_)) => Vec::new(),
-                    Err(other) => return Err(other),
-                };
-                if ranges.is_empty() {
-                    // Code the linker dropped (its address is 0): what is
-                    // inlined into it went with it. Most of std's unit
-                    // (33,809 inlined calls, 10,973 functions) is this.
-                    skip_below = Some(depth);
-                    continue;
-                }
-                let held: Vec<usize> = candidates
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        addresses
-                            .get(i)
-                            .is_some_and(|a| ranges.iter().any(|(lo, hi)| lo <= a && a < hi))
-                    })
-                    .collect();
-                if held.is_empty() {
-                    skip_below = Some(depth);
-                    continue;
-                }
-                if tag != dw::DW_TAG_inlined_subroutine {
-                    (call_file, call_line) = (0, 0);
-                }
-                let low = ranges.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
-                for &i in &held {
-                    if let Some(chain) = chains.get_mut(i) {
-                        if tag == dw::DW_TAG_subprogram {
-                            // A function's code never sits inside another's.
-                            chain.clear();
-                        }
-                        chain.push(Scope {
-                            die,
-                            call_file,
-                            call_line,
-                            low,
-                        });
-                    }
-                }
-                if abbrev.has_children() {
-                    open.push((depth, held));
+                None => {
+                    let mut outermost = Vec::new();
+                    self.walk(
+                        &mut raw,
+                        addresses,
+                        &mut chains,
+                        false,
+                        Some(&mut outermost),
+                    )?;
+                    outermost.shrink_to_fit();
+                    known.functions = Some(outermost);
                 }
             }
         }
@@ -485,9 +450,9 @@ impl<'a> Unit<'a> {
                 offset as u64,
                 addresses,
                 &chains,
-                comp_dir.as_deref(),
-                comp_name.as_deref(),
+                (comp_dir.as_deref(), comp_name.as_deref()),
                 budget,
+                &mut known.sequences,
             )?,
             None => Lines::default(),
         };
@@ -544,6 +509,145 @@ impl<'a> Unit<'a> {
             });
         }
         Ok(found)
+    }
+
+    /// Walks DIEs from `raw` (the unit's root's children, or with `bounded`
+    /// one function's subtree), pushing on `chains` the functions and
+    /// inlined calls that hold each address; with `outermost`, lists there
+    /// every function with code outside any other.
+    fn walk(
+        &self,
+        raw: &mut gimli::EntriesRaw<'_, Slice<'a>>,
+        addresses: &[u64],
+        chains: &mut [Vec<Scope>],
+        bounded: bool,
+        mut outermost: Option<&mut Vec<Outermost>>,
+    ) -> Result<(), Skipped> {
+        let all: Vec<usize> = (0..addresses.len()).collect();
+        // Scopes open at each depth, with the addresses they hold.
+        let mut open: Vec<(isize, Vec<usize>)> = Vec::new();
+        // Below a function holding none of the addresses, nothing can.
+        let mut skip_below: Option<isize> = None;
+        let mut first = true;
+        while !raw.is_empty() {
+            let depth = raw.next_depth();
+            // A subtree ends at the next DIE at its root's depth.
+            if bounded && !first && depth <= 0 {
+                break;
+            }
+            first = false;
+            let die = raw.next_offset();
+            let Some(abbrev) = raw.read_abbreviation()? else {
+                continue; // the end of a list of children
+            };
+            // Scopes end where any DIE at their depth or above starts,
+            // whatever its tag: a function nested deeper in namespaces
+            // after one that held an address is not inside it.
+            while open.last().is_some_and(|(d, _)| *d >= depth) {
+                open.pop();
+            }
+            let tag = abbrev.tag();
+            // A function whose abbreviation has no address attribute (an
+            // abstract instance or a declaration: most of std's, whose
+            // units list every generic they inline) holds no code: its
+            // attributes are skipped unread, its children still walked.
+            let function = (tag == dw::DW_TAG_subprogram || tag == dw::DW_TAG_inlined_subroutine)
+                && abbrev
+                    .attributes()
+                    .iter()
+                    .any(|spec| spec.name() == dw::DW_AT_low_pc || spec.name() == dw::DW_AT_ranges);
+            let skipped = skip_below.is_some_and(|limit| depth > limit);
+            if !skipped {
+                skip_below = None;
+            }
+            if skipped || !function {
+                raw.skip_attributes(abbrev.attributes())?;
+                continue;
+            }
+            let (mut low, mut high, mut list) = (None, None, None);
+            let (mut call_file, mut call_line) = (0, 0);
+            for spec in abbrev.attributes() {
+                let attr = raw.read_attribute(*spec)?;
+                match attr.name() {
+                    dw::DW_AT_low_pc => low = Some(attr.value()),
+                    dw::DW_AT_high_pc => high = Some(attr.value()),
+                    dw::DW_AT_ranges => list = Some(attr.value()),
+                    dw::DW_AT_call_file => {
+                        call_file = match attr.value() {
+                            AttributeValue::FileIndex(index) => index,
+                            value => value.udata_value().unwrap_or(0),
+                        };
+                    }
+                    dw::DW_AT_call_line => {
+                        call_line = attr
+                            .udata_value()
+                            .and_then(|l| u32::try_from(l).ok())
+                            .unwrap_or(0);
+                    }
+                    _ => {}
+                }
+            }
+            let candidates = open.last().map_or(&all[..], |(_, held)| &held[..]);
+            let ranges = match self.ranges(low, high, list) {
+                Ok(ranges) => ranges,
+                // A range list the reader cannot follow (DWARF 5 forms
+                // through `.debug_addr`): that function is not found
+                // here, the symbol table names it.
+                Err(Skipped::Dwarf(_)) => Vec::new(),
+                Err(other) => return Err(other),
+            };
+            if ranges.is_empty() {
+                // Code the linker dropped (its address is 0): what is
+                // inlined into it went with it. Most of std's unit
+                // (33,809 inlined calls, 10,973 functions) is this.
+                skip_below = Some(depth);
+                continue;
+            }
+            if open.is_empty()
+                && let Some(list) = outermost.as_deref_mut()
+            {
+                list.push(Outermost {
+                    low: ranges.iter().map(|(lo, _)| *lo).min().unwrap_or(0),
+                    high: ranges.iter().map(|(_, hi)| *hi).max().unwrap_or(0),
+                    die: die.0,
+                });
+            }
+            let held: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    addresses
+                        .get(i)
+                        .is_some_and(|a| ranges.iter().any(|(lo, hi)| lo <= a && a < hi))
+                })
+                .collect();
+            if held.is_empty() {
+                skip_below = Some(depth);
+                continue;
+            }
+            if tag != dw::DW_TAG_inlined_subroutine {
+                (call_file, call_line) = (0, 0);
+            }
+            let low = ranges.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
+            for &i in &held {
+                if let Some(chain) = chains.get_mut(i) {
+                    if tag == dw::DW_TAG_subprogram {
+                        // A function's code never sits inside another's.
+                        chain.clear();
+                    }
+                    chain.push(Scope {
+                        die,
+                        call_file,
+                        call_line,
+                        low,
+                    });
+                }
+            }
+            if abbrev.has_children() {
+                open.push((depth, held));
+            }
+        }
+        Ok(())
     }
 
     /// A DIE's name: its linkage name, else its `DW_AT_name`, else its
@@ -831,9 +935,9 @@ impl<'a> Unit<'a> {
         offset: u64,
         addresses: &[u64],
         chains: &[Vec<Scope>],
-        comp_dir: Option<&[u8]>,
-        comp_name: Option<&[u8]>,
+        (comp_dir, comp_name): (Option<&[u8]>, Option<&[u8]>),
         budget: &mut Budget,
+        known_sequences: &mut Option<Vec<sequences::Sequence>>,
     ) -> Result<Lines, Skipped> {
         let section = self.elf.sections.debug_line;
         let length = record_len(self.elf, section, offset)?;
@@ -851,6 +955,7 @@ impl<'a> Unit<'a> {
                     self.elf.endian,
                     self.header.address_size(),
                     addresses,
+                    known_sequences,
                 );
                 self.run_lines(&bytes, addresses, chains, comp_dir, comp_name)
             });
