@@ -181,6 +181,43 @@ mod tests {
         true
     }
 
+    /// The handler's own unwinder (x86_64) gives, for every sample taken
+    /// on this thread, the callers libgcc gives from ordinary code, and
+    /// leaves (almost) no sample to libgcc.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn sampled_stacks_end_with_the_callers_libgcc_finds() {
+        let _serial = serial();
+        let this = sampled_stacks_end_with_the_callers_libgcc_finds as *const () as usize;
+        let mut callers = Vec::new();
+        let mut seen_this = false;
+        backtrace::trace(|frame| {
+            if seen_this && !frame.ip().is_null() {
+                callers.push(frame.ip() as u64);
+            }
+            seen_this = seen_this || frame.symbol_address() as usize == this;
+            true
+        });
+        assert!(callers.len() > 3, "libgcc found {callers:x?}");
+        let fallbacks = sampler::libgcc_walks();
+        let sampler = sampler::start(FREQUENCY_HZ, BUFFER_SLOTS).unwrap();
+        burn_thread_cpu(std::time::Duration::from_millis(300));
+        let samples = sampler.stop();
+        let fallbacks = sampler::libgcc_walks() - fallbacks;
+        let ending = samples
+            .stacks()
+            .filter(|stack| stack.ends_with(&callers))
+            .count();
+        // 300 ms of this thread's CPU at 99 Hz: ~29 samples here, and other
+        // tests' threads may add theirs.
+        assert!(ending >= 15, "{ending} of {} stacks", samples.recorded());
+        assert!(
+            fallbacks * 10 <= samples.recorded() as u64,
+            "{fallbacks} of {} samples unwound by libgcc",
+            samples.recorded()
+        );
+    }
+
     #[test]
     fn a_full_buffer_drops_and_counts_samples() {
         let _serial = serial();

@@ -40,7 +40,11 @@
 //!   was polling (0: none), so each profile takes out of the ring only its
 //!   own samples and the untagged ones taken during its lifetime
 //!   ([`Sampler::stop`]); another invocation's samples never enter it.
-//! - **The unwinder** is `backtrace::trace_unsynchronized` (libgcc's
+//! - **The unwinder** on x86_64 is [`unwind`]: it walks from the
+//!   interrupted registers with the objects' `.eh_frame` and caches each
+//!   address's rule, so a stack seen before costs a few loads per frame.
+//!   A frame it cannot step over (and every frame on aarch64) goes to
+//!   `backtrace::trace_unsynchronized` (libgcc's
 //!   `_Unwind_Backtrace`), as pprof-rs uses. On glibc ≥ 2.35 with GCC ≥ 12's
 //!   libgcc the FDE lookup goes through `_dl_find_object`, which takes no lock
 //!   and allocates nothing; on older glibc it falls back to
@@ -49,11 +53,12 @@
 //!   initialises its register table once through `pthread_once`; [`start`]
 //!   unwinds once outside the handler so that never happens in a signal.
 //! - **The leaf is the interrupted PC**, read from the `ucontext` the kernel
-//!   passes. The unwinder starts inside the handler, so its first frames are
-//!   the unwinder's, the handler's and the signal trampoline's. They are cut
-//!   by address: every frame up to the one whose IP equals the interrupted PC
-//!   is skipped. No name matching, and nothing to maintain when the unwinder's
-//!   internals change.
+//!   passes, with the stack and frame pointers [`unwind`] starts from.
+//!   libgcc starts inside the handler, so its first frames are the
+//!   unwinder's, the handler's and the signal trampoline's. They are cut by
+//!   address: every frame up to the one whose IP equals the interrupted PC
+//!   is skipped. No name matching, and nothing to maintain when the
+//!   unwinder's internals change.
 //! - **Cut at the invocation's root.** While a wall-clock profile polls the
 //!   handler's future, that thread's [`set_poll_mark`] marks the address of a
 //!   local in the wrapper's poll. A sample taken on that thread stops
@@ -78,6 +83,9 @@ use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 use std::time::{Duration, Instant};
+
+#[cfg(target_arch = "x86_64")]
+mod unwind;
 
 /// Where a slot's depth word keeps the CPU periods the sample stands for,
 /// minus one (bits 32–62; the depth is in the low bits).
@@ -349,6 +357,8 @@ pub(crate) fn start(hz: u32, slots: usize) -> Result<Sampler, SamplerError> {
     if shared.users == 0 {
         let mapping = Mapping::new(slots)?;
         warm_up_unwinder();
+        #[cfg(target_arch = "x86_64")]
+        unwind::refresh_objects();
         NEXT.store(0, Ordering::SeqCst);
         CAPACITY.store(mapping.slots, Ordering::SeqCst);
         BUFFER.store(mapping.ptr.as_ptr(), Ordering::SeqCst);
@@ -975,9 +985,10 @@ fn record(context: *mut c_void, periods: u64) {
     if base.is_null() || capacity == 0 {
         return;
     }
-    let Some(pc) = interrupted_pc(context) else {
+    let Some(registers) = interrupted_registers(context) else {
         return;
     };
+    let pc = registers.pc;
     // SAFETY: `claim % capacity < capacity`, so the slot is inside the
     // mapping, which stays mapped until `halt` has seen IN_HANDLER reach
     // zero; this handler is counted there. Every word is accessed through
@@ -991,63 +1002,127 @@ fn record(context: *mut c_void, periods: u64) {
     std::sync::atomic::fence(Ordering::Release);
     word(FRAMES_AT).store(pc, Ordering::Relaxed);
     let mark = POLL_MARK.with(std::cell::Cell::get);
-    let root = mark.root;
-    let mut depth = 1_usize;
-    let mut found_leaf = false;
-    let mut handler_frames = 0_usize;
-    // SAFETY: unwinding the current thread's stack from a signal handler is
-    // what libgcc's unwinder supports for signal frames; the callback only
-    // writes inside the slot.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as u64;
-            // Past the wrapper's frame: the first whose SP is above its local.
-            let past_root = root != 0 && frame.sp() as usize > root;
-            if !found_leaf {
-                found_leaf = ip == pc;
-                handler_frames += 1;
-                return !(found_leaf && past_root) && handler_frames < MAX_HANDLER_FRAMES;
-            }
-            if depth >= MAX_FRAMES || ip == 0 || past_root {
-                return false;
-            }
-            word(FRAMES_AT + depth).store(ip, Ordering::Relaxed);
-            depth += 1;
-            true
-        });
+    let depth = std::cell::Cell::new(1_usize);
+    // Stores the callers of the leaf (already stored) until the stack ends,
+    // fills the slot, or passes the wrapper's frame: the first frame whose
+    // SP is above the mark's local.
+    let mut keep = |ip: u64, sp: u64, leaf: bool| {
+        let past_root = mark.root != 0 && sp > mark.root as u64;
+        if leaf || depth.get() >= MAX_FRAMES || ip == 0 || past_root {
+            return leaf && !past_root;
+        }
+        word(FRAMES_AT + depth.get()).store(ip, Ordering::Relaxed);
+        depth.set(depth.get() + 1);
+        true
+    };
+    if !unwind_cached(registers, &mut keep) {
+        depth.set(1);
+        unwind_libgcc(pc, &mut keep);
     }
     let extra = (periods.saturating_sub(1).min(EXTRA_MASK)) << EXTRA_SHIFT;
-    word(0).store(depth as u64 | extra, Ordering::Relaxed);
+    word(0).store(depth.get() as u64 | extra, Ordering::Relaxed);
     word(TAG_WORD).store(mark.invocation, Ordering::Relaxed);
     // Last: the slot is a complete sample of this claim from here on.
     word(SEQ_WORD).store(claim as u64 + 1, Ordering::Release);
 }
 
+/// Walks the interrupted stack with [`unwind`], calling `keep(ip, sp,
+/// leaf)` per frame; false if it met a frame only libgcc can step over
+/// (then the caller starts again with [`unwind_libgcc`]).
 #[cfg(target_arch = "x86_64")]
-fn interrupted_pc(context: *mut c_void) -> Option<u64> {
+fn unwind_cached(
+    registers: unwind::Registers,
+    keep: &mut impl FnMut(u64, u64, bool) -> bool,
+) -> bool {
+    let mut leaf = true;
+    let walked = unwind::walk(registers, |ip, sp| {
+        let more = keep(ip, sp, leaf);
+        leaf = false;
+        more
+    });
+    if walked == unwind::Walk::Unsupported {
+        LIBGCC_WALKS.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn unwind_cached(_: Registers, _: &mut impl FnMut(u64, u64, bool) -> bool) -> bool {
+    false
+}
+
+/// Samples unwound by libgcc because [`unwind::walk`] could not (for tests
+/// and benchmarks: on x86_64 it should stay near zero).
+static LIBGCC_WALKS: AtomicU64 = AtomicU64::new(0);
+
+/// Samples unwound by libgcc so far.
+#[cfg(test)]
+pub(crate) fn libgcc_walks() -> u64 {
+    LIBGCC_WALKS.load(Ordering::Relaxed)
+}
+
+/// Walks the current stack with libgcc's unwinder from inside the handler:
+/// its first frames are the unwinder's, the handler's and the signal
+/// trampoline's, cut by address at the interrupted PC.
+fn unwind_libgcc(pc: u64, keep: &mut impl FnMut(u64, u64, bool) -> bool) {
+    let mut found_leaf = false;
+    let mut handler_frames = 0_usize;
+    // SAFETY: unwinding the current thread's stack from a signal handler is
+    // what libgcc's unwinder supports for signal frames; `keep` only writes
+    // inside the handler's slot.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let (ip, sp) = (frame.ip() as u64, frame.sp() as u64);
+            if !found_leaf {
+                found_leaf = ip == pc;
+                handler_frames += 1;
+                if found_leaf {
+                    return keep(ip, sp, true);
+                }
+                return handler_frames < MAX_HANDLER_FRAMES;
+            }
+            keep(ip, sp, false)
+        });
+    }
+}
+
+/// The registers the kernel saved for the interrupted code.
+#[derive(Debug, Clone, Copy)]
+#[cfg(not(target_arch = "x86_64"))]
+struct Registers {
+    pc: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn interrupted_registers(context: *mut c_void) -> Option<unwind::Registers> {
     let context = context.cast::<libc::ucontext_t>();
     if context.is_null() {
         return None;
     }
     // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t for the
     // interrupted thread as the third argument.
-    let rip = unsafe {
-        (*context)
-            .uc_mcontext
-            .gregs
-            .get(libc::REG_RIP as usize)
-            .copied()
+    let gregs = unsafe { &(*context).uc_mcontext.gregs };
+    let register = |index: libc::c_int| {
+        let value = gregs.get(usize::try_from(index).ok()?).copied()?;
+        Some(value.cast_unsigned())
     };
-    rip.map(|rip| rip as u64)
+    Some(unwind::Registers {
+        pc: register(libc::REG_RIP)?,
+        sp: register(libc::REG_RSP)?,
+        fp: register(libc::REG_RBP)?,
+    })
 }
 
 #[cfg(target_arch = "aarch64")]
-fn interrupted_pc(context: *mut c_void) -> Option<u64> {
+fn interrupted_registers(context: *mut c_void) -> Option<Registers> {
     let context = context.cast::<libc::ucontext_t>();
     if context.is_null() {
         return None;
     }
     // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t for the
     // interrupted thread as the third argument.
-    Some(unsafe { (*context).uc_mcontext.pc })
+    Some(Registers {
+        pc: unsafe { (*context).uc_mcontext.pc },
+    })
 }
