@@ -20,8 +20,11 @@
 //! anywhere from 0 to all 29 signals for 300 ms of CPU (and
 //! `ITIMER_PROF` 9–14), so the ticker also wakes every [`TICK`] and, for a
 //! thread owed two periods or more, queues the signal itself
-//! (`rt_tgsigqueueinfo`). It also finds threads started during the profile
-//! (every [`RESCAN_TICKS`] ticks). Figures in `docs/design.md`.
+//! (`rt_tgsigqueueinfo`). While the kernel's timers deliver, each wake-up
+//! that had nothing to queue doubles the next sleep, up to [`MAX_TICK`];
+//! one that queued a signal goes back to [`TICK`]. It also finds threads
+//! started during the profile (every [`RESCAN`]). Figures in
+//! `docs/design.md`.
 //!
 //! The handler ([`on_sigprof`]) records one stack of raw instruction
 //! addresses into a buffer mapped by [`start`], and does nothing else:
@@ -173,12 +176,15 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// The last profile number handed out ([`Sampler::invocation`]).
 static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// How often the ticker checks the threads' CPU clocks for signals the
-/// kernel did not send. Each wake-up costs this VM ≈ 35–40 µs of CPU, so
-/// 20 ms keeps the ticker near 0.2 % of a CPU; a missed sample arrives at
-/// most one tick late.
+/// kernel did not send, once it has had to send one. Each wake-up costs
+/// this VM ≈ 35–50 µs of CPU, so 20 ms keeps the ticker near 0.2 % of a
+/// CPU; a missed sample arrives at most one tick late.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
-/// The ticker looks for new threads every this many ticks (100 ms).
-const RESCAN_TICKS: u32 = 5;
+/// The longest the ticker sleeps while the kernel's timers deliver every
+/// signal: the first one they miss waits at most this long.
+const MAX_TICK: Duration = Duration::from_millis(80);
+/// How often the ticker looks for new threads.
+const RESCAN: Duration = Duration::from_millis(100);
 /// Threads one profile can watch; more than a Lambda function's runtime
 /// has (tokio's workers and blocking pool).
 const MAX_THREADS: usize = 256;
@@ -622,7 +628,8 @@ fn tick() {
     let me = current_tid();
     let mut watched: Vec<Watched> = Vec::new();
     let mut session = 0_u32;
-    let mut ticks = 0_u32;
+    let mut sleep = TICK;
+    let mut scanned: Option<Instant> = None;
     loop {
         let active = ACTIVE.load(Ordering::SeqCst);
         let current = SESSION.load(Ordering::SeqCst);
@@ -635,13 +642,15 @@ fn tick() {
                 continue;
             }
             session = current;
-            ticks = 0;
+            sleep = TICK;
+            scanned = None;
         }
         let period_ns = PERIOD_NS.load(Ordering::SeqCst).max(1);
-        if ticks.is_multiple_of(RESCAN_TICKS) {
+        if scanned.is_none_or(|at| at.elapsed() >= RESCAN) {
             watch_new_threads(&mut watched, session, me, period_ns);
+            scanned = Some(Instant::now());
         }
-        ticks = ticks.wrapping_add(1);
+        let mut queued = false;
         watched.retain(|thread| {
             let Some(now) = cpu_time_of(thread.clock) else {
                 unwatch(thread);
@@ -654,12 +663,18 @@ fn tick() {
             if now.saturating_sub(accounted) < 2 * period_ns {
                 return true;
             }
+            queued = true;
             send_sample_signal(thread.tid, thread.slot) || {
                 unwatch(thread);
                 false
             }
         });
-        std::thread::park_timeout(TICK);
+        sleep = if queued {
+            TICK
+        } else {
+            sleep.saturating_mul(2).min(MAX_TICK)
+        };
+        std::thread::park_timeout(sleep);
     }
 }
 
