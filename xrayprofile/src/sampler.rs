@@ -984,6 +984,31 @@ extern "C" fn on_sigprof(_signal: libc::c_int, info: *mut libc::siginfo_t, conte
     unsafe { *libc::__errno_location() = errno };
 }
 
+/// How many objects the dynamic loader has loaded and unloaded so far
+/// (`dlpi_adds`, `dlpi_subs`): while both stay the same, so do the loaded
+/// objects and where they lie, and what was read of them still holds.
+/// Ordinary code only (it takes the loader's lock).
+pub(crate) fn loader_generation() -> Option<(u64, u64)> {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid `dl_phdr_info` for this call;
+        // `data` is the `Option` `loader_generation` passed.
+        let (info, found) = unsafe { (&*info, &mut *data.cast::<Option<(u64, u64)>>()) };
+        *found = Some((info.dlpi_adds, info.dlpi_subs));
+        1 // the counts are the same in every object's info: stop here
+    }
+    let mut found: Option<(u64, u64)> = None;
+    // SAFETY: `first` reads only the info passed for the call and writes
+    // `found`, which outlives it.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first), (&raw mut found).cast());
+    }
+    found
+}
+
 /// The calling thread's kernel ID. Through `syscall`, not glibc's `gettid`
 /// wrapper, which glibc < 2.30 (Amazon Linux 2) lacks.
 fn current_tid() -> i32 {
@@ -1140,4 +1165,33 @@ fn interrupted_registers(context: *mut c_void) -> Option<Registers> {
     Some(Registers {
         pc: unsafe { (*context).uc_mcontext.pc },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loader_generation;
+
+    /// Loading an object moves the generation; nothing else does.
+    #[test]
+    fn loading_an_object_moves_the_loader_generation() {
+        let before = loader_generation().expect("glibc reports its counts");
+        assert_eq!(loader_generation(), Some(before));
+        // Small libraries glibc ships that a Rust test binary does not link.
+        let candidates: [&std::ffi::CStr; 3] = [c"libresolv.so.2", c"libanl.so.1", c"libutil.so.1"];
+        let loaded = candidates.iter().find(|name| {
+            // SAFETY: RTLD_NOLOAD only asks whether the library is loaded.
+            let already =
+                unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+            if !already.is_null() {
+                return false;
+            }
+            // SAFETY: loads one of glibc's own libraries, whose initialisers
+            // are glibc's; the handle is never closed.
+            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW) };
+            !handle.is_null()
+        });
+        let loaded = loaded.expect("one of glibc's small libraries loads");
+        let after = loader_generation().expect("still reported");
+        assert!(after.0 > before.0, "{loaded:?}: {before:?} -> {after:?}");
+    }
 }

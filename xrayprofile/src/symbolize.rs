@@ -20,12 +20,13 @@ mod resolved;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use findshlibs::{Segment, SharedLibrary, SharedLibraryId, TargetSharedLibrary};
 use pprof::protos::{Function, Line, Location, Mapping, Profile, ValueType};
 
 use crate::dwarf::{self, Budget, Frame};
+use crate::sampler;
 use indexes::Indexes;
 use resolved::{FileId, Resolved};
 
@@ -152,44 +153,18 @@ impl Tables {
     /// exactly as the segment is (not page-aligned: `go tool pprof` computes
     /// a wrong load bias from page-aligned ones), the main program first.
     fn load_mappings(&mut self) {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-        let main_program = std::env::current_exe()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut found: Vec<(u64, u64, u64, String, String)> = Vec::new();
-        TargetSharedLibrary::each(|library| {
-            let name = library.name().to_string_lossy().into_owned();
-            let name = if name.is_empty() && found.is_empty() {
-                main_program.clone()
-            } else {
-                name
-            };
-            let build_id = match library.id() {
-                Some(SharedLibraryId::GnuBuildId(bytes)) => {
-                    bytes.iter().map(|b| format!("{b:02x}")).collect()
-                }
-                _ => String::new(),
-            };
-            for segment in library.segments().filter(|s| s.is_code()) {
-                let start = segment.actual_virtual_memory_address(library).0 as u64;
-                let limit = start.saturating_add(segment.len() as u64);
-                let Some(offset) = file_offset(&maps, start) else {
-                    continue;
-                };
-                found.push((start, limit, offset, name.clone(), build_id.clone()));
-            }
-        });
-        for (start, limit, offset, name, build_id) in found {
+        static KEPT: Kept<Vec<MappedCode>> = Mutex::new(None);
+        for (start, limit, offset, name, build_id) in kept(&KEPT, mapped_code).iter() {
             let id = u64::try_from(self.mappings.len())
                 .unwrap_or(u64::MAX)
                 .saturating_add(1);
-            let filename = self.string(&name);
-            let build_id = self.string(&build_id);
+            let filename = self.string(name);
+            let build_id = self.string(build_id);
             self.mappings.push(Mapping {
                 id,
-                memory_start: start,
-                memory_limit: limit,
-                file_offset: offset,
+                memory_start: *start,
+                memory_limit: *limit,
+                file_offset: *offset,
                 filename,
                 build_id,
                 ..Mapping::default()
@@ -277,7 +252,8 @@ impl Tables {
     /// inlined frames innermost first as pprof wants them. Returns the
     /// comment that says what the budget left out, if it left anything.
     fn resolve_names(&mut self) -> Option<String> {
-        let objects = loaded_objects();
+        static KEPT: Kept<Vec<LoadedObject>> = Mutex::new(None);
+        let objects = kept(&KEPT, loaded_objects);
         // Object index → (file-relative address, location index).
         let mut wanted: HashMap<usize, Vec<(u64, usize)>> = HashMap::new();
         for (i, location) in self.locations.iter().enumerate() {
@@ -464,6 +440,67 @@ impl LoadedObject {
     }
 }
 
+/// What was read of the loaded objects, with the loader generation it was
+/// read in ([`sampler::loader_generation`]).
+type Kept<T> = Mutex<Option<((u64, u64), Arc<T>)>>;
+
+/// `read()`'s answer, read again only when the loader has loaded or
+/// unloaded an object since: reading `/proc/self/maps` and every object's
+/// headers per profile cost 0.18–0.21 ms of each address-level profile
+/// (`docs/performance.md`, MI-S), for an answer that does not change once
+/// a function has started.
+fn kept<T>(cell: &Kept<T>, read: impl FnOnce() -> T) -> Arc<T> {
+    let Some(generation) = sampler::loader_generation() else {
+        return Arc::new(read());
+    };
+    let mut kept = cell.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, value)) = kept.as_ref()
+        && *at == generation
+    {
+        return Arc::clone(value);
+    }
+    let value = Arc::new(read());
+    *kept = Some((generation, Arc::clone(&value)));
+    value
+}
+
+/// One executable segment of a loaded object, as a pprof mapping wants it:
+/// start, limit, file offset, file name, build ID.
+type MappedCode = (u64, u64, u64, String, String);
+
+/// One entry per executable `PT_LOAD` segment of every loaded object, the
+/// main program first.
+fn mapped_code() -> Vec<MappedCode> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let main_program = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found: Vec<MappedCode> = Vec::new();
+    TargetSharedLibrary::each(|library| {
+        let name = library.name().to_string_lossy().into_owned();
+        let name = if name.is_empty() && found.is_empty() {
+            main_program.clone()
+        } else {
+            name
+        };
+        let build_id = match library.id() {
+            Some(SharedLibraryId::GnuBuildId(bytes)) => {
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            }
+            _ => String::new(),
+        };
+        for segment in library.segments().filter(|s| s.is_code()) {
+            let start = segment.actual_virtual_memory_address(library).0 as u64;
+            let limit = start.saturating_add(segment.len() as u64);
+            let Some(offset) = file_offset(&maps, start) else {
+                continue;
+            };
+            found.push((start, limit, offset, name.clone(), build_id.clone()));
+        }
+    });
+    found
+}
+
 /// Every loaded object with code, the main program first (findshlibs names
 /// it with an empty string; its path is `/proc/self/exe`'s target).
 fn loaded_objects() -> Vec<LoadedObject> {
@@ -514,6 +551,26 @@ mod tests {
     use super::{Detail, SYMBOLIZE_BUDGET, Tables};
     use pprof::protos::Profile;
     use std::sync::Mutex;
+
+    /// What was read of the loaded objects is read once while no object is
+    /// loaded or unloaded.
+    #[test]
+    fn the_loaded_objects_are_read_once_per_loader_generation() {
+        static KEPT: super::Kept<u32> = Mutex::new(None);
+        let reads = std::cell::Cell::new(0_u32);
+        let read = || {
+            reads.set(reads.get() + 1);
+            reads.get()
+        };
+        let first = super::kept(&KEPT, read);
+        let second = super::kept(&KEPT, read);
+        assert!(std::sync::Arc::ptr_eq(&first, &second));
+        assert_eq!(reads.get(), 1);
+        // A generation that no longer matches is read again.
+        KEPT.lock().unwrap().as_mut().unwrap().0.0 -= 1;
+        let third = super::kept(&KEPT, read);
+        assert_eq!((*third, reads.get()), (2, 2));
+    }
 
     #[inline(never)]
     fn a_named_function() -> u64 {
