@@ -1092,6 +1092,38 @@ fn unwind_cached(_: Registers, _: &mut impl FnMut(u64, u64, bool) -> bool) -> bo
     false
 }
 
+/// Walks the calling thread's stack with the handler's cached unwinder
+/// ([`unwind::walk`]), from a frame of this function outwards, calling
+/// `frame(ip, sp)` per frame until it returns false. False if a frame
+/// needs libgcc (or on aarch64): the caller unwinds again with libgcc.
+/// Signal-safe and reentrant, so SIGPROF need not be blocked around it.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+pub(crate) fn walk_current_stack(frame: impl FnMut(u64, u64) -> bool) -> bool {
+    let (pc, sp, fp): (u64, u64, u64);
+    // SAFETY: copies RIP, RSP and RBP into registers; reads no memory and
+    // leaves the stack as it was, so this function's CFI at that
+    // instruction describes exactly these values.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    unwind::walk(unwind::Registers { pc, sp, fp }, frame) == unwind::Walk::Done
+}
+
+/// On aarch64 the probe keeps libgcc.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn walk_current_stack(_frame: impl FnMut(u64, u64) -> bool) -> bool {
+    false
+}
+
 /// Samples unwound by libgcc because [`unwind::walk`] could not (for tests
 /// and benchmarks: on x86_64 it should stay near zero).
 static LIBGCC_WALKS: AtomicU64 = AtomicU64::new(0);

@@ -21,15 +21,18 @@
 //!   recording stops before the first frame whose SP is above a local of the
 //!   wrapper's [`poll`]: the last frame kept is `poll`'s own, the root, which
 //!   also carries every async fn the compiler inlined into it.
-//! - **Two unwinders.** By default libgcc's DWARF unwinder
-//!   (`backtrace::trace_unsynchronized`, about 1 µs per capture). When this
+//! - **Two unwinders.** By default the DWARF one: on x86_64 the CPU
+//!   sampler's cached walker (`sampler::walk_current_stack`), else, and for
+//!   a stack it cannot finish, libgcc's (`backtrace::trace_unsynchronized`,
+//!   about 1 µs per capture). When this
 //!   crate is built with `-C force-frame-pointers=yes` (`build.rs` sets
 //!   `cfg(xrayprofile_frame_pointers)`), a frame-pointer walk
 //!   ([`walk_frame_pointers`], a few hundred ns) that keeps exactly the
 //!   frames the DWARF path keeps, falls back to it for a capture whose chain
 //!   does not lead to the wrapper's frame, and is checked against it on a
 //!   thread's first captures and one in [`CHECK_EVERY`] after that.
-//! - **SIGPROF is blocked on this thread while libgcc unwinds**, so the CPU
+//! - **SIGPROF is blocked on this thread while libgcc unwinds** (the cached
+//!   walker is reentrant and needs no blocking), so the CPU
 //!   sampler's handler, which unwinds with the same libgcc unwinder, never
 //!   interrupts a probe's unwind on the same thread (libgcc's FDE cache on
 //!   older glibc is not reentrant). The signal stays pending and is taken
@@ -514,9 +517,37 @@ fn check_against_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     reached
 }
 
-/// The DWARF unwinder: from [`clone_probe`]'s caller to the wrapper's frame.
+/// The DWARF unwinder: from [`clone_probe`]'s caller to the wrapper's
+/// frame. The sampler's cached walker first; libgcc, with SIGPROF blocked,
+/// for a stack it cannot finish.
 #[inline(never)]
 fn capture_dwarf(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
+    let mut reached_root = false;
+    let walked = crate::sampler::walk_current_stack(|ip, sp| {
+        let sp = usize::try_from(sp).unwrap_or(usize::MAX);
+        if sp <= mark {
+            return true;
+        }
+        if sp > root {
+            reached_root = true;
+            return false;
+        }
+        if stack.len() >= MAX_FRAMES || ip == 0 {
+            return false;
+        }
+        stack.push(ip);
+        true
+    });
+    if walked {
+        return reached_root;
+    }
+    stack.clear();
+    capture_libgcc(mark, root, stack)
+}
+
+/// [`capture_dwarf`] with libgcc's unwinder.
+#[inline(never)]
+fn capture_libgcc(mark: usize, root: usize, stack: &mut Vec<u64>) -> bool {
     let _blocked = SigprofBlocked::new();
     let mut reached_root = false;
     // SAFETY: `trace_unsynchronized` skips backtrace's global lock; with the
