@@ -20,9 +20,11 @@
 //! anywhere from 0 to all 29 signals for 300 ms of CPU (and
 //! `ITIMER_PROF` 9–14), so the ticker also wakes every [`TICK`] and, for a
 //! thread owed two periods or more, queues the signal itself
-//! (`rt_tgsigqueueinfo`). While the kernel's timers deliver, each wake-up
-//! that had nothing to queue doubles the next sleep, up to [`MAX_TICK`];
-//! one that queued a signal goes back to [`TICK`]. It also finds threads
+//! (`rt_tgsigqueueinfo`). While the kernel's timers keep up (they
+//! delivered since the last wake-up, or no thread owes a whole period),
+//! each wake-up doubles the next sleep, up to [`MAX_TICK`]; one that
+//! queued a signal, or found a thread behind with no kernel signal
+//! delivered, goes back to [`TICK`]. It also finds threads
 //! started during the profile (every [`RESCAN`]). Figures in
 //! `docs/design.md`.
 //!
@@ -183,6 +185,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(20);
 /// The longest the ticker sleeps while the kernel's timers deliver every
 /// signal: the first one they miss waits at most this long.
 const MAX_TICK: Duration = Duration::from_millis(80);
+/// Signals the kernel's timers delivered (not the ticker's): while they
+/// come, the ticker backs off.
+static KERNEL_SIGNALS: AtomicU64 = AtomicU64::new(0);
 /// How often the ticker looks for new threads.
 const RESCAN: Duration = Duration::from_millis(100);
 /// Threads one profile can watch; more than a Lambda function's runtime
@@ -630,6 +635,7 @@ fn tick() {
     let mut session = 0_u32;
     let mut sleep = TICK;
     let mut scanned: Option<Instant> = None;
+    let mut kernel_signals = 0_u64;
     loop {
         let active = ACTIVE.load(Ordering::SeqCst);
         let current = SESSION.load(Ordering::SeqCst);
@@ -650,7 +656,14 @@ fn tick() {
             watch_new_threads(&mut watched, session, me, period_ns);
             scanned = Some(Instant::now());
         }
+        // A thread owing a whole period the kernel has not signalled may
+        // have a late or missing timer; unless the kernel's timers were
+        // seen delivering since the last look, the ticker keeps looking.
+        let mut behind = false;
         let mut queued = false;
+        let delivered = KERNEL_SIGNALS.load(Ordering::Relaxed);
+        let kernel_delivers = delivered != kernel_signals;
+        kernel_signals = delivered;
         watched.retain(|thread| {
             let Some(now) = cpu_time_of(thread.clock) else {
                 unwatch(thread);
@@ -660,7 +673,9 @@ fn tick() {
                 .get(thread.slot)
                 .map_or(u64::MAX, |a| a.load(Ordering::SeqCst));
             // One period is the kernel timer's; two means it missed one.
-            if now.saturating_sub(accounted) < 2 * period_ns {
+            let owed = now.saturating_sub(accounted);
+            behind |= owed >= period_ns;
+            if owed < 2 * period_ns {
                 return true;
             }
             queued = true;
@@ -669,7 +684,7 @@ fn tick() {
                 false
             }
         });
-        sleep = if queued {
+        sleep = if queued || (behind && !kernel_delivers) {
             TICK
         } else {
             sleep.saturating_mul(2).min(MAX_TICK)
@@ -897,7 +912,10 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
     // bytes), of which ValueSiginfo reads the first 32.
     let signal = unsafe { &*info.cast::<ValueSiginfo>() };
     let ours = match signal.code {
-        libc::SI_TIMER => true,
+        libc::SI_TIMER => {
+            KERNEL_SIGNALS.fetch_add(1, Ordering::Relaxed);
+            true
+        }
         libc::SI_QUEUE => signal.first == PID.load(Ordering::SeqCst),
         _ => false,
     };
