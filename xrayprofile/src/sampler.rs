@@ -20,13 +20,8 @@
 //! anywhere from 0 to all 29 signals for 300 ms of CPU (and
 //! `ITIMER_PROF` 9–14), so the ticker also wakes every [`TICK`] and, for a
 //! thread owed two periods or more, queues the signal itself
-//! (`rt_tgsigqueueinfo`). While the kernel's timers keep up (they
-//! delivered since the last wake-up, or no thread owes a whole period),
-//! each wake-up doubles the next sleep, up to [`MAX_TICK`]; one that
-//! queued a signal, or found a thread behind with no kernel signal
-//! delivered, goes back to [`TICK`]. It also finds threads
-//! started during the profile (every [`RESCAN`]). Figures in
-//! `docs/design.md`.
+//! (`rt_tgsigqueueinfo`). It also finds threads started during the profile
+//! (every [`RESCAN_TICKS`] ticks). Figures in `docs/design.md`.
 //!
 //! The handler ([`on_sigprof`]) records one stack of raw instruction
 //! addresses into a buffer mapped by [`start`], and does nothing else:
@@ -178,18 +173,12 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// The last profile number handed out ([`Sampler::invocation`]).
 static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// How often the ticker checks the threads' CPU clocks for signals the
-/// kernel did not send, once it has had to send one. Each wake-up costs
-/// this VM ≈ 35–50 µs of CPU, so 20 ms keeps the ticker near 0.2 % of a
-/// CPU; a missed sample arrives at most one tick late.
+/// kernel did not send. Each wake-up costs this VM ≈ 35–40 µs of CPU, so
+/// 20 ms keeps the ticker near 0.2 % of a CPU; a missed sample arrives at
+/// most one tick late.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
-/// The longest the ticker sleeps while the kernel's timers deliver every
-/// signal: the first one they miss waits at most this long.
-const MAX_TICK: Duration = Duration::from_millis(80);
-/// Signals the kernel's timers delivered (not the ticker's): while they
-/// come, the ticker backs off.
-static KERNEL_SIGNALS: AtomicU64 = AtomicU64::new(0);
-/// How often the ticker looks for new threads.
-const RESCAN: Duration = Duration::from_millis(100);
+/// The ticker looks for new threads every this many ticks (100 ms).
+const RESCAN_TICKS: u32 = 5;
 /// Threads one profile can watch; more than a Lambda function's runtime
 /// has (tokio's workers and blocking pool).
 const MAX_THREADS: usize = 256;
@@ -633,9 +622,7 @@ fn tick() {
     let me = current_tid();
     let mut watched: Vec<Watched> = Vec::new();
     let mut session = 0_u32;
-    let mut sleep = TICK;
-    let mut scanned: Option<Instant> = None;
-    let mut kernel_signals = 0_u64;
+    let mut ticks = 0_u32;
     loop {
         let active = ACTIVE.load(Ordering::SeqCst);
         let current = SESSION.load(Ordering::SeqCst);
@@ -648,22 +635,13 @@ fn tick() {
                 continue;
             }
             session = current;
-            sleep = TICK;
-            scanned = None;
+            ticks = 0;
         }
         let period_ns = PERIOD_NS.load(Ordering::SeqCst).max(1);
-        if scanned.is_none_or(|at| at.elapsed() >= RESCAN) {
+        if ticks.is_multiple_of(RESCAN_TICKS) {
             watch_new_threads(&mut watched, session, me, period_ns);
-            scanned = Some(Instant::now());
         }
-        // A thread owing a whole period the kernel has not signalled may
-        // have a late or missing timer; unless the kernel's timers were
-        // seen delivering since the last look, the ticker keeps looking.
-        let mut behind = false;
-        let mut queued = false;
-        let delivered = KERNEL_SIGNALS.load(Ordering::Relaxed);
-        let kernel_delivers = delivered != kernel_signals;
-        kernel_signals = delivered;
+        ticks = ticks.wrapping_add(1);
         watched.retain(|thread| {
             let Some(now) = cpu_time_of(thread.clock) else {
                 unwatch(thread);
@@ -673,23 +651,15 @@ fn tick() {
                 .get(thread.slot)
                 .map_or(u64::MAX, |a| a.load(Ordering::SeqCst));
             // One period is the kernel timer's; two means it missed one.
-            let owed = now.saturating_sub(accounted);
-            behind |= owed >= period_ns;
-            if owed < 2 * period_ns {
+            if now.saturating_sub(accounted) < 2 * period_ns {
                 return true;
             }
-            queued = true;
             send_sample_signal(thread.tid, thread.slot) || {
                 unwatch(thread);
                 false
             }
         });
-        sleep = if queued || (behind && !kernel_delivers) {
-            TICK
-        } else {
-            sleep.saturating_mul(2).min(MAX_TICK)
-        };
-        std::thread::park_timeout(sleep);
+        std::thread::park_timeout(TICK);
     }
 }
 
@@ -912,10 +882,7 @@ fn periods_owed(info: *const libc::siginfo_t) -> u64 {
     // bytes), of which ValueSiginfo reads the first 32.
     let signal = unsafe { &*info.cast::<ValueSiginfo>() };
     let ours = match signal.code {
-        libc::SI_TIMER => {
-            KERNEL_SIGNALS.fetch_add(1, Ordering::Relaxed);
-            true
-        }
+        libc::SI_TIMER => true,
         libc::SI_QUEUE => signal.first == PID.load(Ordering::SeqCst),
         _ => false,
     };
